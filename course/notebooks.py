@@ -1,0 +1,109 @@
+"""Execute the course notebooks headlessly with papermill and export them to HTML.
+
+CI runs every notebook with the small parameters of ``tests/notebook_params.yaml``
+(papermill's ``-f`` format: ``{notebook path: {name: value}}``); a plain run uses each
+notebook's own defaults, the full lesson.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+__all__ = ["RunResult", "find_root", "discover", "ci_parameters", "run_notebook", "run_notebooks",
+           "stderr_outputs"]
+
+CI_PARAMS = Path("tests/notebook_params.yaml")
+
+
+@dataclass
+class RunResult:
+    notebook: str
+    status: str  # "ok", "failed" or "stderr" (ran, but wrote to stderr)
+    seconds: float
+    detail: str = ""
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The course repository root: the nearest folder upwards holding pyproject.toml and source/."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").exists() and (folder / "source").is_dir():
+            return folder
+    raise FileNotFoundError(f"no course repository (pyproject.toml beside source/) at or above "
+                            f"{here}; run from inside the repository or pass --root")
+
+
+def discover(root: Path) -> list[Path]:
+    """Every instructor notebook: source/<chapter>/<name>.ipynb, in chapter order."""
+    return sorted(p for p in (root / "source").glob("*/*.ipynb")
+                  if ".ipynb_checkpoints" not in p.parts)
+
+
+def ci_parameters(root: Path) -> dict[str, dict]:
+    """The CI parameters of every notebook, keyed by path relative to the root."""
+    path = root / CI_PARAMS
+    if not path.exists():
+        return {}
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def stderr_outputs(nb) -> list[str]:
+    """Text of every stderr stream output in an executed notebook."""
+    return ["".join(out.get("text", "")) for cell in nb.cells if cell.cell_type == "code"
+            for out in cell.get("outputs", [])
+            if out.get("output_type") == "stream" and out.get("name") == "stderr"]
+
+
+def run_notebook(path: Path, out_dir: Path, parameters: dict | None = None,
+                 timeout: int | None = None, html: bool = True) -> RunResult:
+    """Execute one notebook in its own folder; write the executed copy (and HTML) to out_dir."""
+    import nbformat
+    import papermill as pm
+    from nbconvert import HTMLExporter
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output = out_dir / path.name
+    os.environ["COURSE_PROGRESS"] = "0"  # the kernel inherits it: no progress bars in a batch run
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(str(path), str(output), parameters=parameters or {},
+                            cwd=str(path.parent), progress_bar=False, log_output=False,
+                            execution_timeout=timeout)
+    except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
+        detail = getattr(err, "evalue", None) or str(err).strip().splitlines()[-1]
+        return RunResult(path.name, "failed", time.perf_counter() - start, detail[:300])
+    seconds = time.perf_counter() - start
+    nb = nbformat.read(output, as_version=4)
+    if html:
+        body, _ = HTMLExporter().from_notebook_node(nb)
+        output.with_suffix(".html").write_text(body, encoding="utf-8")
+    errors = stderr_outputs(nb)
+    if errors:
+        return RunResult(path.name, "stderr", seconds, errors[0].strip()[:300])
+    return RunResult(path.name, "ok", seconds)
+
+
+def _run_one(args):
+    return run_notebook(*args)
+
+
+def run_notebooks(root: Path, notebooks: list[Path], *, ci: bool, out_dir: Path,
+                  jobs: int = 1, timeout: int | None = None) -> list[RunResult]:
+    """Execute ``notebooks`` (CI parameters when ``ci``), ``jobs`` at a time."""
+    params = ci_parameters(root) if ci else {}
+    tasks = []
+    for nb in notebooks:
+        rel = nb.resolve().relative_to(root).as_posix()
+        if ci and rel not in params:
+            raise KeyError(f"{rel} has no entry in {CI_PARAMS}; add its small CI parameters there")
+        tasks.append((nb, out_dir / nb.parent.name, params.get(rel, {}), timeout))
+    if jobs <= 1:
+        return [_run_one(t) for t in tasks]
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(_run_one, tasks))
