@@ -1,0 +1,182 @@
+"""Benchmark: serial `nbgrader autograde` against `course grade` (isolated, parallel).
+
+    .venv/bin/python benchmarks/grading.py [--students 20] [--workers N] [--out DIR]
+                                            [--assignments 01_metrics ...] [--note TEXT]
+
+Generates ``--students`` submissions for each graded chapter (about two thirds the correct
+solution, the rest the wrong implementations of tests/submissions/<chapter>/ in turn, each
+put into the released notebook), then grades them twice:
+
+1. nbgrader as it comes: one course directory, every submission under submitted/, and
+   ``nbgrader autograde <chapter>`` run once per chapter (one notebook after another, no
+   isolation, no feedback);
+2. ``course grade <chapter> SUBMISSIONS --out DIR`` with isolation on and ``--workers`` (default:
+   the number of CPU cores): sandboxed nbgrader + feedback + the trusted check per student.
+
+It prints and writes both times, their ratio and the machine to benchmarks/GRADING.md (a
+script, not a test: the numbers depend on the machine and on what else runs on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from course.grading.trusted import GRADED, solution_source  # noqa: E402
+
+
+def solution_code(assignment: str) -> str:
+    spec = GRADED[assignment]
+    code = solution_source(ROOT / "source" / assignment / spec.notebook, spec.solution_id)
+    return re.sub(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", "", code, flags=re.M)
+
+
+def make_submissions(assignment: str, n: int, dest: Path) -> dict[str, str]:
+    """dest/<student>/<notebook>: 2 in 3 correct, the others wrong. Returns student -> kind."""
+    spec = GRADED[assignment]
+    release = nbformat.read(ROOT / "release" / assignment / spec.notebook, as_version=4)
+    wrong = sorted((ROOT / "tests" / "submissions" / assignment).glob("*.py"))
+    kinds = {}
+    for i in range(n):
+        kind = "solution" if (i % 3 != 2 or not wrong) else wrong[(i // 3) % len(wrong)].stem
+        code = solution_code(assignment) if kind == "solution" else (
+            ROOT / "tests" / "submissions" / assignment / f"{kind}.py").read_text()
+        nb = nbformat.from_dict(release)
+        for cell in nb.cells:
+            if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == spec.solution_id:
+                cell.source = code
+        student = f"student{i + 1:02d}"
+        (dest / student).mkdir(parents=True)
+        nbformat.write(nb, dest / student / spec.notebook)
+        kinds[student] = kind
+    return kinds
+
+
+def time_nbgrader(assignments: list[str], subs: dict[str, Path], work: Path) -> dict[str, float]:
+    """Serial `nbgrader autograde` in one course directory, per chapter."""
+    from course.grading.release import prepare_course
+
+    course = prepare_course(ROOT, assignments, work / "nbgrader-course")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
+                                 f"{os.environ.get('PATH', '')}"}
+    times = {}
+    for assignment in assignments:
+        for student_dir in sorted(subs[assignment].iterdir()):
+            target = course / "submitted" / student_dir.name / assignment
+            target.mkdir(parents=True)
+            for nb in student_dir.glob("*.ipynb"):
+                shutil.copyfile(nb, target / nb.name)
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "nbgrader", "autograde", assignment,
+                               "--force"], cwd=course, env=env, capture_output=True, text=True,
+                              check=False)
+        times[assignment] = time.perf_counter() - start
+        if proc.returncode != 0:
+            print(proc.stderr[-2000:], file=sys.stderr)
+            raise SystemExit(f"nbgrader autograde {assignment} failed")
+        print(f"  nbgrader autograde {assignment}: {times[assignment]:.1f} s", flush=True)
+    return times
+
+
+def time_course_grade(assignments: list[str], subs: dict[str, Path], work: Path,
+                      workers: int) -> tuple[dict[str, float], dict[str, list]]:
+    times, rows = {}, {}
+    for assignment in assignments:
+        out = work / "course-grade" / assignment
+        start = time.perf_counter()
+        proc = subprocess.run([str(Path(sys.executable).parent / "course"), "grade", assignment,
+                               str(subs[assignment]), "--out", str(out), "--workers",
+                               str(workers)], cwd=ROOT, capture_output=True, text=True,
+                              check=False)
+        times[assignment] = time.perf_counter() - start
+        if proc.returncode not in (0, 1):
+            print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"course grade {assignment} failed")
+        lines = (out / "grades.csv").read_text().splitlines()[1:]
+        rows[assignment] = lines
+        print(f"  course grade {assignment}: {times[assignment]:.1f} s "
+              f"({len(lines)} rows)", flush=True)
+    return times, rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--students", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--assignments", nargs="*", default=list(GRADED))
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "GRADING.md")
+    parser.add_argument("--note", default="", help="a line about the machine's load")
+    args = parser.parse_args(argv)
+
+    from course.grading.sandbox import isolation_available
+
+    ok, why = isolation_available()
+    if not ok:
+        raise SystemExit(f"course grade needs isolation for this benchmark: {why}")
+    with tempfile.TemporaryDirectory(prefix="course-bench-") as tmp:
+        work = Path(tmp)
+        subs, kinds = {}, {}
+        for assignment in args.assignments:
+            subs[assignment] = work / "submissions" / assignment
+            kinds[assignment] = make_submissions(assignment, args.students, subs[assignment])
+        print(f"{args.students} students x {len(args.assignments)} chapters; "
+              f"course grade with {args.workers} workers", flush=True)
+        print("serial nbgrader autograde:", flush=True)
+        t_nb = time_nbgrader(args.assignments, subs, work)
+        print("course grade (isolated):", flush=True)
+        t_cg, rows = time_course_grade(args.assignments, subs, work, args.workers)
+
+    total_nb, total_cg = sum(t_nb.values()), sum(t_cg.values())
+    ratio = total_nb / total_cg if total_cg else float("nan")
+    n = args.students * len(args.assignments)
+    print(f"\nserial nbgrader: {total_nb:.1f} s; course grade: {total_cg:.1f} s; "
+          f"nbgrader / course grade = {ratio:.2f}")
+    mix = {a: {k: list(kinds[a].values()).count(k) for k in sorted(set(kinds[a].values()))}
+           for a in args.assignments}
+    table = "\n".join(
+        f"| {a} | {args.students} | {t_nb[a]:.1f} | {t_cg[a]:.1f} | "
+        f"{t_nb[a] / t_cg[a]:.2f} |" for a in args.assignments)
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    cpu = platform.processor() or platform.machine()
+    text = f"""# Grading benchmark
+
+`benchmarks/grading.py` ({when}): {args.students} generated students x
+{len(args.assignments)} graded chapters = {n} notebooks. Serial `nbgrader autograde` (one
+course directory, no isolation, no feedback) against `course grade` with isolation on
+(bubblewrap sandbox, sandboxed nbgrader + feedback + the trusted check per student) and
+{args.workers} workers.
+
+Machine: {os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()},
+{platform.system()} {platform.release()}.{(" " + args.note) if args.note else ""}
+
+| chapter | students | serial nbgrader (s) | course grade (s) | ratio |
+|---|---|---|---|---|
+{table}
+| **total** | {n} | **{total_nb:.1f}** | **{total_cg:.1f}** | **{ratio:.2f}** |
+
+Ratio = serial nbgrader time / `course grade` time (above 1: `course grade` is faster).
+Submissions per chapter: {mix}.
+
+Re-run: `.venv/bin/python benchmarks/grading.py --note "..."`.
+"""
+    args.out.write_text(text, encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,608 @@
+"""Run untrusted student code isolated, and make feedback HTML safe to open.
+
+``run_sandboxed(argv, workdir=..., timeout=...)`` runs a command with Linux isolation built
+from bubblewrap (``apt-get install -y bubblewrap``):
+
+- new pid, network, IPC, UTS and mount namespaces: the command sees only its own processes,
+  has no network at all (not even the host's 127.0.0.1), and sees the file system as
+  ``/usr`` (+ the ``/bin``, ``/lib`` links), a few files of ``/etc``, the Python installation
+  and virtual environment and the ``course`` package, all read-only, plus ``workdir``
+  (read-write), a private ``/tmp`` and ``/dev/shm`` (small tmpfs) and whatever ``readable``
+  lists (read-only). The course repository's ``source/``, ``tests/``, the instructor's
+  gradebook, other students' folders and ``$HOME`` do not exist inside.
+- when the caller is root, the command runs as a fresh unprivileged uid (no capabilities,
+  ``no_new_privs``); otherwise bubblewrap maps the caller's uid in a user namespace;
+- rlimits on address space (memory), CPU seconds, processes, file size and open files;
+- a wall-clock timeout and a cap on the bytes written to stdout + stderr;
+- every process the command started is dead when ``run_sandboxed`` returns: killing
+  bubblewrap tears the pid namespace down, and every process still owned by the sandbox uid
+  is killed and waited for.
+
+After the run, ``workdir`` is given back to the caller: symbolic links and special files the
+command left there are removed (so the trusted side never follows a link planted by a student)
+and ownership returns to the caller (which also clears setuid bits).
+
+``isolate=False`` runs the command without namespaces (rlimits, timeout and output cap still
+apply); the grader only does this when the instructor passes ``--no-isolation``.
+
+``sanitize_feedback_html(path)`` rewrites an nbconvert/nbgrader HTML page so that nothing in it
+can run script: it removes ``<script>``, frames, objects, forms, ``on*`` handlers,
+``javascript:``/``vbscript:``/non-image ``data:`` URLs, SVG animation of links, ``<base>`` and
+``<meta http-equiv>``, and adds a Content-Security-Policy that forbids scripts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "SandboxResult",
+    "SandboxUnavailableError",
+    "isolation_available",
+    "run_sandboxed",
+    "sanitize_html",
+    "sanitize_feedback_html",
+]
+
+_MB = 1024 * 1024
+# Files of /etc a Python process and a Jupyter kernel may look at; nothing secret.
+_ETC_FILES = ("localtime", "ld.so.cache", "nsswitch.conf", "hosts", "host.conf", "mime.types")
+_UID_BASE = 400_000  # sandbox uids: _UID_BASE + a number unique to the call
+_uid_lock = threading.Lock()
+_uid_counter = 0
+
+
+class SandboxUnavailableError(RuntimeError):
+    """Isolation was asked for but this machine cannot provide it."""
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    """What a sandboxed command did.
+
+    ``returncode`` is the exit status (negative: killed by that signal; None: never started),
+    ``reason`` is "" for a normal exit, or says why it stopped ("timeout after 5 s",
+    "output limit ...", "killed by signal 9 (SIGKILL) ...").
+    """
+
+    returncode: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool
+    reason: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.reason
+
+
+# --------------------------------------------------------------------------- isolation
+
+
+def _next_uid() -> int:
+    global _uid_counter
+    with _uid_lock:
+        _uid_counter += 1
+        return _UID_BASE + (os.getpid() % 32768) * 64 + _uid_counter % 64
+
+
+def _python_roots() -> list[Path]:
+    """The directories a Python process of this environment needs (read-only)."""
+    roots = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix),
+             Path(sys.base_exec_prefix)}
+    exe = Path(sys.executable)
+    roots.add(exe.parent)
+    roots.add(exe.resolve().parent.parent)
+    import course
+
+    roots.add(Path(course.__file__).resolve().parent)  # the course package only, not the repo
+    return sorted({r.resolve() for r in roots if r.exists()}, key=lambda p: len(p.parts))
+
+
+def _under(path: Path, roots) -> bool:
+    return any(path == r or r in path.parents for r in roots)
+
+
+def _bwrap_args(workdir: Path, readable, setuid: int | None, passwd_fd: int | None,
+                group_fd: int | None) -> list[str]:
+    bwrap = shutil.which("bwrap")
+    args = [bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+            "--die-with-parent", "--new-session", "--hostname", "sandbox"]
+    if setuid is None:
+        args += ["--unshare-user"]
+    else:  # root: keep only what setpriv needs to drop to the sandbox uid, then drop all
+        args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    mounted: list[Path] = []
+    made: set[Path] = {Path("/")}
+
+    def ensure_parents(target: Path) -> None:
+        for parent in reversed(target.parents):
+            if parent in made or _under(parent, mounted):
+                continue
+            args.extend(["--perms", "0755", "--dir", str(parent)])
+            made.add(parent)
+
+    args += ["--ro-bind", "/usr", "/usr"]
+    mounted.append(Path("/usr"))
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        p = Path("/") / name
+        if p.is_symlink():
+            args += ["--symlink", os.readlink(p), str(p)]
+        elif p.is_dir():
+            args += ["--ro-bind", str(p), str(p)]
+            mounted.append(p)
+    args += ["--perms", "0755", "--dir", "/etc"]
+    made.add(Path("/etc"))
+    for name in _ETC_FILES:
+        p = Path("/etc") / name
+        if p.exists():
+            args += ["--ro-bind", str(p.resolve()), str(p)]
+    if passwd_fd is not None:
+        args += ["--ro-bind-data", str(passwd_fd), "/etc/passwd"]
+    if group_fd is not None:
+        args += ["--ro-bind-data", str(group_fd), "/etc/group"]
+    args += ["--dev", "/dev", "--proc", "/proc",
+             "--perms", "1777", "--size", str(256 * _MB), "--tmpfs", "/tmp",
+             "--perms", "1777", "--size", str(64 * _MB), "--tmpfs", "/dev/shm"]
+    made.update({Path("/dev"), Path("/proc"), Path("/tmp")})
+    for root in [*_python_roots(), *(Path(r).resolve() for r in readable)]:
+        if not root.exists() or _under(root, mounted):
+            continue
+        ensure_parents(root)
+        args += ["--ro-bind", str(root), str(root)]
+        mounted.append(root)
+    ensure_parents(workdir)
+    args += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
+    return args
+
+
+def _probe() -> tuple[bool, str]:
+    if not sys.platform.startswith("linux"):
+        return False, f"isolation needs Linux namespaces; this is {sys.platform}"
+    if shutil.which("bwrap") is None:
+        return False, ("bubblewrap (bwrap) is not installed: run `apt-get install -y bubblewrap` "
+                       "(Debian/Ubuntu) or `dnf install bubblewrap`")
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        return False, "setpriv (util-linux) is missing: install util-linux"
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="course-sbx-probe-") as tmp:
+        try:
+            res = _run(["/bin/sh", "-c", "echo ok"], workdir=Path(tmp), timeout=60, memory_mb=512,
+                       max_procs=64, max_output_bytes=4096, cpu_seconds=30, file_mb=16, env=None,
+                       isolate=True, readable=())
+        except OSError as exc:
+            return False, f"bubblewrap could not start: {exc}"
+    if res.returncode != 0 or res.stdout.strip() != "ok":
+        detail = (res.stderr.strip() or res.reason or f"exit status {res.returncode}")[:300]
+        return False, f"bubblewrap cannot create namespaces here: {detail}"
+    version = subprocess.run([shutil.which("bwrap"), "--version"], capture_output=True,
+                             text=True, check=False).stdout.strip()
+    who = "root -> unprivileged uid" if os.geteuid() == 0 else "user namespace"
+    return True, f"{version or 'bubblewrap'} ({who}; no network; read-only system)"
+
+
+_probe_cache: tuple[bool, str] | None = None
+
+
+def isolation_available() -> tuple[bool, str]:
+    """(True, description) when ``run_sandboxed(isolate=True)`` works here, else (False, why)."""
+    global _probe_cache
+    if _probe_cache is None:
+        _probe_cache = _probe()
+    return _probe_cache
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _clean_env(workdir: Path, env: dict | None) -> dict[str, str]:
+    venv_bin = str(Path(sys.executable).parent)
+    base = {
+        "PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(workdir),
+        "TMPDIR": "/tmp",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONNOUSERSITE": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "MPLBACKEND": "Agg",
+        "MPLCONFIGDIR": "/tmp/matplotlib",
+        "IPYTHONDIR": "/tmp/ipython",
+        "JUPYTER_RUNTIME_DIR": "/tmp/jupyter-runtime",
+        "JUPYTER_CONFIG_DIR": "/tmp/jupyter-config",
+        "JUPYTER_PLATFORM_DIRS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "COURSE_PROGRESS": "0",
+    }
+    if env:
+        base.update({str(k): str(v) for k, v in env.items()})
+    return base
+
+
+def _rlimits(memory_mb: int, cpu_seconds: int, max_procs: int, file_mb: int):
+    import resource
+
+    def apply() -> None:
+        limits = [
+            (resource.RLIMIT_AS, memory_mb * _MB),
+            (resource.RLIMIT_FSIZE, file_mb * _MB),
+            (resource.RLIMIT_NOFILE, 1024),
+            (resource.RLIMIT_CORE, 0),
+        ]
+        if max_procs:
+            limits.append((resource.RLIMIT_NPROC, max_procs))
+        # SIGXCPU at the soft CPU limit (a readable reason), SIGKILL 5 s of CPU later
+        limits.append((resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5)))
+        for which, value in limits:
+            soft, hard = value if isinstance(value, tuple) else (value, value)
+            _, current = resource.getrlimit(which)
+            if current != resource.RLIM_INFINITY:  # never ask for more than we may have
+                soft, hard = min(soft, current), min(hard, current)
+            resource.setrlimit(which, (soft, hard))
+
+    return apply
+
+
+def _reader(stream, sink: bytearray, state: dict, cap: int, on_flood) -> None:
+    try:
+        while True:
+            chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
+            if not chunk:
+                break
+            with state["lock"]:
+                room = cap - state["total"]
+                state["total"] += len(chunk)
+                if room > 0:
+                    sink.extend(chunk[:room])
+                flooded = state["total"] > cap
+            if flooded:
+                on_flood()
+                # keep draining (discarding) so the writer never blocks on a full pipe
+    except (OSError, ValueError):
+        pass
+
+
+def _uid_pids(uid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as fh:
+                for line in fh:
+                    if line.startswith("Uid:"):
+                        if int(line.split()[1]) == uid:
+                            pids.append(int(entry))
+                        break
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def _kill_uid(uid: int, deadline: float = 5.0) -> None:
+    """Kill every process still running as the sandbox uid and wait until none is left."""
+    end = time.monotonic() + deadline
+    while True:
+        pids = _uid_pids(uid)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if time.monotonic() > end:
+            return
+        time.sleep(0.02)
+
+
+def _reclaim(workdir: Path, uid: int, gid: int) -> None:
+    """Give workdir back: drop links/special files the command left, restore ownership."""
+    for dirpath, dirnames, filenames in os.walk(workdir, topdown=True, followlinks=False):
+        for name in list(dirnames) + filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode) or not (stat.S_ISREG(st.st_mode)
+                                                or stat.S_ISDIR(st.st_mode)):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+                if name in dirnames:
+                    dirnames.remove(name)
+                continue
+            try:
+                os.lchown(path, uid, gid)
+                os.chmod(path, stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID)
+                         | stat.S_IRUSR | stat.S_IWUSR | (stat.S_IXUSR if stat.S_ISDIR(st.st_mode)
+                                                           else 0))
+            except OSError:
+                pass
+    try:
+        os.lchown(workdir, uid, gid)
+    except OSError:
+        pass
+
+
+def _chown_tree(workdir: Path, uid: int, gid: int) -> None:
+    for dirpath, dirnames, filenames in os.walk(workdir, followlinks=False):
+        for name in dirnames + filenames:
+            try:
+                os.lchown(os.path.join(dirpath, name), uid, gid)
+            except OSError:
+                pass
+    os.lchown(workdir, uid, gid)
+
+
+def _signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+def _run(argv, *, workdir: Path, timeout: float, memory_mb: int, max_procs: int,
+         max_output_bytes: int, cpu_seconds: int | None, file_mb: int, env: dict | None,
+         isolate: bool, readable) -> SandboxResult:
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    cpu = int(cpu_seconds if cpu_seconds is not None else max(10, timeout + 10))
+    full_env = _clean_env(workdir, env)
+    pass_fds: list[int] = []
+    uid = None
+    owner = (os.getuid(), os.getgid())
+    if isolate:
+        if os.geteuid() == 0:
+            uid = _next_uid()
+            _chown_tree(workdir, uid, uid)
+            passwd = f"root:x:0:0:root:/root:/bin/sh\nstudent:x:{uid}:{uid}::{workdir}:/bin/sh\n"
+            group = f"root:x:0:\nstudent:x:{uid}:\n"
+        else:
+            passwd = (f"student:x:{os.getuid()}:{os.getgid()}::{workdir}:/bin/sh\n")
+            group = f"student:x:{os.getgid()}:\n"
+        fds = []
+        for text in (passwd, group):
+            fd = os.memfd_create("course-sbx")
+            os.write(fd, text.encode())
+            os.lseek(fd, 0, os.SEEK_SET)
+            fds.append(fd)
+        pass_fds = fds
+        cmd = _bwrap_args(workdir, readable, uid, fds[0], fds[1])
+        if uid is not None:
+            cmd += [shutil.which("setpriv"), f"--reuid={uid}", f"--regid={uid}",
+                    "--clear-groups", "--no-new-privs", "--inh-caps=-all",
+                    "--bounding-set=-all", "--"]
+        cmd += [str(a) for a in argv]
+    else:
+        cmd = [str(a) for a in argv]
+    stdout, stderr = bytearray(), bytearray()
+    state = {"lock": threading.Lock(), "total": 0, "flooded": False}
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            cmd, cwd=workdir, env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, start_new_session=True, pass_fds=pass_fds,
+            preexec_fn=_rlimits(memory_mb, cpu, max_procs if isolate else 0, file_mb))
+    finally:
+        for fd in pass_fds:
+            os.close(fd)
+
+    def kill() -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        if uid is not None:
+            _kill_uid(uid, deadline=0.5)
+
+    def on_flood() -> None:
+        if not state["flooded"]:
+            state["flooded"] = True
+            kill()
+
+    threads = [threading.Thread(target=_reader, args=(s, b, state, max_output_bytes, on_flood),
+                                daemon=True)
+               for s, b in ((proc.stdout, stdout), (proc.stderr, stderr))]
+    for t in threads:
+        t.start()
+    timed_out = False
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        kill()
+        proc.wait()
+    if uid is not None:
+        _kill_uid(uid)
+    else:
+        try:  # whatever is left in the process group
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+    for t in threads:
+        t.join(timeout=5)
+    for s in (proc.stdout, proc.stderr):
+        try:
+            s.close()
+        except OSError:
+            pass
+    seconds = time.monotonic() - start
+    _reclaim(workdir, *owner)  # links and special files out; ownership back to the caller
+    rc = proc.returncode
+    if timed_out:
+        reason = f"timeout: still running after {timeout:g} s (killed)"
+    elif state["flooded"]:
+        reason = f"output limit: more than {max_output_bytes} bytes on stdout/stderr (killed)"
+    elif rc is not None and rc < 0:
+        name = _signal_name(-rc)
+        hint = {"SIGKILL": " (killed: memory exhausted?)", "SIGXCPU": " (CPU time limit)",
+                "SIGXFSZ": " (file size limit)", "SIGSEGV": " (crashed)"}.get(name, "")
+        reason = f"killed by {name}{hint}"
+    elif isolate and rc is not None and rc >= 128 + 1 and rc <= 128 + 64:
+        # bubblewrap reports a child killed by signal N as exit status 128 + N
+        name = _signal_name(rc - 128)
+        hint = {"SIGKILL": " (killed: memory exhausted?)", "SIGXCPU": " (CPU time limit)",
+                "SIGXFSZ": " (file size limit)", "SIGSEGV": " (crashed)"}.get(name, "")
+        reason = f"killed by {name}{hint}"
+    else:
+        reason = ""
+    return SandboxResult(rc, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"),
+                         timed_out, reason, seconds)
+
+
+def run_sandboxed(argv, *, workdir, timeout: float, memory_mb: int = 4096, max_procs: int = 512,
+                  max_output_bytes: int = 8 * _MB, env: dict | None = None, isolate: bool = True,
+                  readable=(), cpu_seconds: int | None = None,
+                  file_mb: int = 256) -> SandboxResult:
+    """Run ``argv`` with ``workdir`` as its only writable folder and return a SandboxResult.
+
+    Parameters
+    ----------
+    argv : the command (``argv[0]`` must be visible inside: the environment's Python is).
+    workdir : folder the command may read and write (created if missing); its cwd and $HOME.
+    timeout : wall-clock seconds before every process of the command is killed.
+    memory_mb : address-space limit of each process (RLIMIT_AS).
+    max_procs : processes + threads the sandbox uid may have (RLIMIT_NPROC).
+    max_output_bytes : stdout + stderr kept; past this the command is killed.
+    env : variables added to a clean environment (nothing of the caller's leaks in).
+    isolate : False runs without namespaces (only with the instructor's explicit consent).
+    readable : extra paths made visible read-only at the same place.
+    cpu_seconds : CPU-time limit per process (default: timeout + 10).
+    file_mb : largest file a process may write (RLIMIT_FSIZE).
+
+    Raises SandboxUnavailableError when ``isolate`` is True and isolation does not work here.
+    """
+    if isolate:
+        ok, why = isolation_available()
+        if not ok:
+            raise SandboxUnavailableError(
+                f"cannot isolate student code on this machine: {why}. Install bubblewrap, or "
+                "grade with --no-isolation if you trust every submission.")
+    return _run(argv, workdir=Path(workdir), timeout=timeout, memory_mb=memory_mb,
+                max_procs=max_procs, max_output_bytes=max_output_bytes, cpu_seconds=cpu_seconds,
+                file_mb=file_mb, env=env, isolate=isolate, readable=readable)
+
+
+# --------------------------------------------------------------------------- feedback HTML
+
+_DROP_ELEMENTS = {
+    "script", "iframe", "frame", "frameset", "object", "embed", "applet", "base", "form",
+    "portal", "noscript", "template", "animate", "set", "animatemotion", "animatetransform",
+    "handler", "listener", "fencedframe", "param",
+}
+_URL_ATTRS = {"href", "src", "action", "formaction", "xlink:href", "data", "background",
+              "poster", "lowsrc", "dynsrc", "ping", "codebase", "cite", "longdesc", "srcset",
+              "manifest", "icon", "profile", "usemap", "archive", "classid", "from", "to",
+              "values", "by", "attributename"}
+_CSP = ("default-src 'self' data: 'unsafe-inline'; script-src 'none'; object-src 'none'; "
+        "frame-src 'none'; child-src 'none'; worker-src 'none'; form-action 'none'; "
+        "base-uri 'none'")
+
+
+def _safe_url(name: str, value: str, tag: str) -> bool:
+    compact = "".join(ch for ch in value if ch > " " and ch != "\x7f").lower()
+    if name in ("values", "by", "from", "to", "attributename"):
+        return "javascript:" not in compact and "vbscript:" not in compact
+    if compact.startswith(("javascript:", "vbscript:", "livescript:", "mocha:")):
+        return False
+    if "javascript:" in compact or "vbscript:" in compact:
+        return False
+    if compact.startswith("data:"):
+        # inline images (matplotlib PNGs) stay; an <img> never runs script, even SVG
+        return tag in ("img", "image", "source") and compact.startswith("data:image/")
+    return True
+
+
+def _clean_tree(element, html_ns: str) -> None:
+    for child in list(element):
+        tag = child.tag if isinstance(child.tag, str) else ""
+        local = tag.rsplit("}", 1)[-1].lower()
+        if local in _DROP_ELEMENTS or (local == "meta" and any(
+                k.rsplit("}", 1)[-1].lower() == "http-equiv" for k in child.attrib)) or (
+                local == "link" and "stylesheet" not in child.get("rel", "").lower()):
+            tail = child.tail
+            index = list(element).index(child)
+            element.remove(child)
+            if tail:  # keep the text that followed the removed element
+                if index > 0:
+                    prev = element[index - 1]
+                    prev.tail = (prev.tail or "") + tail
+                else:
+                    element.text = (element.text or "") + tail
+            continue
+        for key in list(child.attrib):
+            attr = key.rsplit("}", 1)[-1].lower()
+            full = ("xlink:" + attr) if key.startswith("{http://www.w3.org/1999/xlink}") else attr
+            value = child.attrib[key]
+            if attr.startswith("on") or attr in ("srcdoc", "formaction", "http-equiv"):
+                del child.attrib[key]
+            elif (attr in _URL_ATTRS or full in _URL_ATTRS) and not _safe_url(attr, value, local):
+                del child.attrib[key]
+            elif attr == "style" and any(s in value.lower().replace(" ", "")
+                                         for s in ("expression(", "javascript:", "behavior:",
+                                                   "-moz-binding")):
+                del child.attrib[key]
+        _clean_tree(child, html_ns)
+
+
+def sanitize_html(text: str) -> str:
+    """Return ``text`` (a whole HTML page) with everything that could run script removed.
+
+    The page is parsed the way a browser parses it (html5lib), cleaned as a tree and serialised
+    again, so markup hidden in odd places (``</script>`` inside a string, broken tags, SVG/MathML)
+    ends up either removed or escaped. A Content-Security-Policy ``<meta>`` forbidding scripts is
+    put first in ``<head>`` as a second line of defence.
+    """
+    from bleach._vendor import html5lib
+    from bleach._vendor.html5lib import serializer
+    from bleach._vendor.html5lib.treebuilders import getTreeBuilder
+    from bleach._vendor.html5lib.treewalkers import getTreeWalker
+
+    builder = getTreeBuilder("etree")
+    parser = html5lib.HTMLParser(tree=builder, namespaceHTMLElements=True)
+    doc = parser.parse(text)
+    ns = "{http://www.w3.org/1999/xhtml}"
+    _clean_tree(doc, ns)
+    head = doc.find(f"{ns}head")
+    if head is None:  # html5lib always makes one, but be safe
+        head = builder.elementClass("head").element
+        doc.insert(0, head)
+    meta = type(doc)(f"{ns}meta")
+    meta.set("http-equiv", "Content-Security-Policy")
+    meta.set("content", _CSP)
+    head.insert(0, meta)
+    charset = type(doc)(f"{ns}meta")
+    charset.set("charset", "utf-8")
+    head.insert(0, charset)
+    walker = getTreeWalker("etree")
+    ser = serializer.HTMLSerializer(quote_attr_values="always", omit_optional_tags=False,
+                                    minimize_boolean_attributes=False,
+                                    use_trailing_solidus=True, escape_lt_in_attrs=True,
+                                    escape_rcdata=True, sanitize=False)
+    body = ser.render(walker(doc))
+    return "<!DOCTYPE html>\n" + body
+
+
+def sanitize_feedback_html(path) -> None:
+    """Sanitise the HTML file at ``path`` in place (see ``sanitize_html``)."""
+    path = Path(path)
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{path} is not a regular file")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    path.write_text(sanitize_html(text), encoding="utf-8")

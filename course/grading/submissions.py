@@ -1,0 +1,163 @@
+"""Find each student's notebook in a folder of submissions, as an LMS or a TA hands it over.
+
+Accepted layouts, one entry per student in SUBMISSIONS/::
+
+    alice/05_regularization.ipynb                       the notebook directly
+    bob/05_regularization/05_regularization.ipynb       under the assignment's name
+    carol.zip                                           a zip holding either layout
+    dave.ipynb                                          a loose notebook
+
+The student id is the folder, zip or notebook name; it must be letters, digits, ``.``, ``_``
+or ``-``. Nothing here raises on a bad submission: it becomes a Submission with ``reason`` set
+(no notebook, several notebooks, a broken zip, a notebook too large, an invalid id), so one bad
+entry never stops the batch. Zips are read member by member with size caps, and only notebook
+members are extracted, under a name this module chooses (no path from the archive is used).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Submission", "collect", "STUDENT_ID", "MAX_NOTEBOOK_BYTES"]
+
+STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_NOTEBOOK_BYTES = 20 * 2**20  # a chapter without outputs is ~100 kB; with outputs, a few MB
+MAX_ZIP_MEMBERS = 2000
+_SKIP = {"__MACOSX", ".ipynb_checkpoints", "__pycache__"}
+
+
+@dataclass
+class Submission:
+    """One student's entry: the notebook to grade, or the reason there is none."""
+
+    student_id: str
+    notebook: Path | None = None
+    reason: str = ""
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the notebook's bytes ("" without a notebook): what a resumed run compares."""
+        if self.notebook is None:
+            return ""
+        return hashlib.sha256(self.notebook.read_bytes()).hexdigest()
+
+
+def _safe_id(name: str) -> str:
+    """A printable stand-in for an invalid id, so the row still says whose entry it was."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64].lstrip("._-") or "unnamed"
+
+
+def _choose(candidates: list[str], expected: str) -> tuple[str | None, str]:
+    """Pick the notebook among relative paths: the expected name, else the only one."""
+    named = [c for c in candidates if c.rsplit("/", 1)[-1] == expected]
+    if len(named) == 1:
+        return named[0], ""
+    pool = named or candidates
+    if not pool:
+        return None, "no notebook in the submission"
+    if len(pool) == 1:
+        return pool[0], ""
+    return None, f"several notebooks, none chosen: {', '.join(sorted(pool)[:5])}"
+
+
+def _visible(parts: tuple[str, ...]) -> bool:
+    return not any(p in _SKIP or p.startswith(".") for p in parts)
+
+
+def _from_folder(folder: Path, expected: str) -> tuple[Path | None, str]:
+    notebooks = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*.ipynb")
+                 if _visible(p.relative_to(folder).parts) and len(p.relative_to(folder).parts) <= 4}
+    chosen, reason = _choose(list(notebooks), expected)
+    if chosen is None:
+        return None, reason
+    path = notebooks[chosen]
+    if path.is_symlink() or not path.is_file():
+        return None, f"{chosen} is a link or not a file"
+    if path.stat().st_size > MAX_NOTEBOOK_BYTES:
+        return None, f"{chosen} is larger than {MAX_NOTEBOOK_BYTES // 2**20} MB"
+    return path, ""
+
+
+def _from_zip(archive: Path, expected: str, dest: Path) -> tuple[Path | None, str]:
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = zf.infolist()
+            if len(members) > MAX_ZIP_MEMBERS:
+                return None, f"zip has more than {MAX_ZIP_MEMBERS} files"
+            by_name = {}
+            for info in members:
+                name = info.filename.replace("\\", "/")
+                parts = tuple(p for p in name.split("/") if p)
+                if (not info.is_dir() and parts and parts[-1].endswith(".ipynb")
+                        and not name.startswith("/") and ":" not in parts[0]
+                        and _visible(parts) and ".." not in parts and len(parts) <= 4):
+                    by_name["/".join(parts)] = info
+            chosen, reason = _choose(list(by_name), expected)
+            if chosen is None:
+                return None, reason
+            info = by_name[chosen]
+            if info.file_size > MAX_NOTEBOOK_BYTES:
+                return None, f"{chosen} is larger than {MAX_NOTEBOOK_BYTES // 2**20} MB"
+            with zf.open(info) as member:  # read with a cap: the header's size may lie
+                data = member.read(MAX_NOTEBOOK_BYTES + 1)
+            if len(data) > MAX_NOTEBOOK_BYTES:
+                return None, f"{chosen} is larger than {MAX_NOTEBOOK_BYTES // 2**20} MB"
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, RuntimeError, ValueError,
+            NotImplementedError, EOFError) as err:
+        return None, f"unreadable zip file: {type(err).__name__}: {err}"[:300]
+    dest.mkdir(parents=True, exist_ok=True)
+    out = dest / expected
+    out.write_bytes(data)
+    return out, ""
+
+
+def _loose_notebook(path: Path) -> tuple[Path | None, str]:
+    if path.is_symlink():
+        return None, f"{path.name} is a link"
+    if path.stat().st_size > MAX_NOTEBOOK_BYTES:
+        return None, f"{path.name} is larger than {MAX_NOTEBOOK_BYTES // 2**20} MB"
+    return path, ""
+
+
+def collect(submissions: Path, assignment: str, unpack_dir: Path) -> list[Submission]:
+    """Every student's submission of ``assignment`` in ``submissions``, sorted by student id.
+
+    The notebook looked for is ``<assignment>.ipynb``; when a student named theirs differently
+    but handed in only one, that one is taken. Zip members are extracted to
+    ``unpack_dir/<student>/``.
+    """
+    submissions = Path(submissions)
+    if not submissions.is_dir():
+        raise FileNotFoundError(f"no submissions folder {submissions}")
+    expected = f"{assignment}.ipynb"
+    found: dict[str, Submission] = {}
+    for entry in sorted(submissions.iterdir()):
+        if entry.name.startswith(".") or entry.name in _SKIP:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            name = entry.name
+        elif entry.is_file() and entry.suffix.lower() in (".zip", ".ipynb"):
+            name = entry.stem
+        else:
+            continue  # a stray file (a README, an LMS index): not a student's entry
+        if not STUDENT_ID.fullmatch(name):
+            sid = _safe_id(name)
+            found[sid] = Submission(sid, None, f"invalid student id {name[:80]!r}")
+            continue
+        if name in found:
+            found[name] = Submission(name, None, "several entries for this student "
+                                                 "(a folder and a zip?)")
+            continue
+        if entry.is_dir():
+            notebook, reason = _from_folder(entry, expected)
+        elif entry.suffix.lower() == ".zip":
+            notebook, reason = _from_zip(entry, expected, Path(unpack_dir) / name)
+        else:
+            notebook, reason = _loose_notebook(entry)
+        found[name] = Submission(name, notebook, reason)
+    return [found[k] for k in sorted(found)]
+

@@ -1,0 +1,381 @@
+"""Attack submissions graded by `course grade`: none gains a mark, leaks, escapes or stops it.
+
+Every recipe in tests/adversarial/ (see its README) becomes one student's notebook, built from
+the released chapter; honest students are graded in the same batch. Each chapter's batch is
+graded once (module fixture) with isolation on, while the test listens on a local port and
+watches for the attacks' processes. Then:
+
+- every student has exactly one row, with the exact trusted score its recipe expects (an attack
+  never adds a mark; honest students keep their exact marks);
+- no attacker's feedback or row shows solution code or another student's work;
+- nothing connected to the listening port; no process an attack started is alive after the
+  batch; results.jsonl and grades.csv are unchanged a while after grading ended;
+- every feedback page is free of script.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course.grading.sandbox import isolation_available
+from course.grading.trusted import GRADED, max_score, solution_source
+
+ROOT = Path(__file__).resolve().parents[1]
+ADVERSARIAL = Path(__file__).parent / "adversarial"
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Recipe:
+    name: str
+    assignment: str
+    expect: float
+    solution: str
+    edits: list[str] = field(default_factory=list)
+    sections: list[tuple[str, str]] = field(default_factory=list)  # (kind, text)
+
+
+def parse_recipe(path: Path) -> Recipe:
+    header, *parts = re.split(r"^# %% \[(\w+)\][ \t]*\n", path.read_text(), flags=re.M)
+    meta = dict(re.findall(r"^# (assignment|expect|solution|edits): (.+)$", header, flags=re.M))
+    sections = list(zip(parts[0::2], parts[1::2], strict=True))
+    return Recipe(path.stem, meta["assignment"].strip(), float(meta["expect"]),
+                  meta["solution"].strip(),
+                  [e.strip() for e in meta.get("edits", "").split(",") if e.strip()], sections)
+
+
+# COURSE_ADVERSARIAL_ONLY=a13,a14 grades only those recipes (to debug one attack quickly)
+_ONLY = {x.strip() for x in os.environ.get("COURSE_ADVERSARIAL_ONLY", "").split(",") if x.strip()}
+RECIPES = [parse_recipe(p) for p in sorted(ADVERSARIAL.glob("a*.txt"))
+           if not _ONLY or p.stem.split("_")[0] in _ONLY]
+HONEST = {  # student -> (assignment, solution, expected points)
+    "honest-correct-1": ("01_metrics", "correct", max_score("01_metrics")),
+    "honest-arith": ("01_metrics", "impl_arith_mean", 1.0),
+    "honest-correct-4": ("04_learning_rate", "correct", max_score("04_learning_rate")),
+    "honest-correct-5": ("05_regularization", "correct", max_score("05_regularization")),
+}
+
+
+def _solution(assignment: str) -> str:
+    spec = GRADED[assignment]
+    code = solution_source(ROOT / "source" / assignment / spec.notebook, spec.solution_id)
+    return re.sub(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", "", code, flags=re.M)
+
+
+def solution_canaries(assignment: str) -> list[str]:
+    """Lines of the instructor's solution that the released notebook does not contain."""
+    release = (ROOT / "release" / assignment / GRADED[assignment].notebook).read_text()
+    lines = {line.strip() for line in _solution(assignment).splitlines()}
+    return sorted(line for line in lines if len(line) >= 20 and line not in release
+                  and re.fullmatch(r"[\w .,()=:+\-*/\[\]]+", line))
+
+
+# --------------------------------------------------------------------------- notebook edits
+
+
+def _nbg(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def _is_test(cell) -> bool:
+    return bool(_nbg(cell).get("grade")) and not _nbg(cell).get("solution")
+
+
+def _tests_to_pass(nb):
+    for cell in nb.cells:
+        if _is_test(cell):
+            cell.source = "pass"
+
+
+def _unlock_tests(nb):
+    for cell in nb.cells:
+        if _is_test(cell):
+            cell.metadata.nbgrader["locked"] = False
+
+
+def _inflate_points(nb):
+    for cell in nb.cells:
+        if _is_test(cell):
+            cell.metadata.nbgrader["points"] = 100
+
+
+def _repoint_tests(nb):
+    claimed = []
+    for cell in nb.cells:
+        if _is_test(cell):
+            claimed.append(cell.metadata.nbgrader["grade_id"])
+            cell.metadata.nbgrader["grade_id"] += "_moved"
+    for gid in claimed:
+        fake = nbformat.v4.new_code_cell("pass")
+        fake.metadata["nbgrader"] = {"grade": True, "grade_id": gid, "locked": True,
+                                     "points": 100, "schema_version": 3, "solution": False,
+                                     "task": False}
+        nb.cells.append(fake)
+
+
+def _delete_tests(nb):
+    nb.cells = [c for c in nb.cells if not _is_test(c)]
+
+
+def _strip_test_metadata(nb):
+    for cell in nb.cells:
+        if _is_test(cell):
+            del cell.metadata["nbgrader"]
+
+
+def _strip_all_metadata(nb):
+    for cell in nb.cells:
+        cell.metadata.pop("nbgrader", None)
+
+
+def _schema_99(nb):
+    next(c for c in nb.cells if _is_test(c)).metadata.nbgrader["schema_version"] = 99
+
+
+EDITS = {"tests_to_pass": _tests_to_pass, "unlock_tests": _unlock_tests,
+         "inflate_points": _inflate_points, "repoint_tests": _repoint_tests,
+         "delete_tests": _delete_tests, "strip_test_metadata": _strip_test_metadata,
+         "strip_all_metadata": _strip_all_metadata, "schema_99": _schema_99}
+
+
+def build_notebook(assignment: str, solution: str, sections, edits, fill) -> nbformat.NotebookNode:
+    spec = GRADED[assignment]
+    nb = nbformat.read(ROOT / "release" / assignment / spec.notebook, as_version=4)
+    index = next(i for i, c in enumerate(nb.cells) if _nbg(c).get("grade_id") == spec.solution_id)
+    if solution == "correct":
+        nb.cells[index].source = _solution(assignment)
+    elif solution == "inline":
+        nb.cells[index].source = fill(dict(sections)["solution"])
+    elif solution != "stub":
+        nb.cells[index].source = (ADVERSARIAL / f"{solution}.py").read_text()
+    extra = []
+    for kind, text in sections:
+        if kind == "cell":
+            extra.append(nbformat.v4.new_code_cell(fill(text).strip()))
+        elif kind == "markdown":
+            extra.append(nbformat.v4.new_markdown_cell(fill(text).strip()))
+    nb.cells[index + 1:index + 1] = extra
+    for name in edits:
+        EDITS[name](nb)
+    return nb
+
+
+# --------------------------------------------------------------------------- the batch
+
+
+class Listener:
+    """A TCP port on 127.0.0.1 that records every connection made to it."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = []
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop:
+            try:
+                conn, addr = self.sock.accept()
+                self.connections.append(addr)
+                conn.close()
+            except OSError:
+                continue
+
+    def close(self):
+        self.stop = True
+        self.thread.join(timeout=2)
+        self.sock.close()
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(int(pid))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    from course.grading.grade import grade, read_results
+
+    ok, why = isolation_available()
+    if not ok:
+        pytest.fail(f"the adversarial suite needs isolation (install bubblewrap): {why}")
+    base = tmp_path_factory.mktemp("adversarial")
+    marker = f"ADVERSARY-{uuid.uuid4().hex[:12]}"
+    canary = f"CANARY-{uuid.uuid4().hex}"
+    listener = Listener()
+    batches = {}
+    try:
+        for assignment in GRADED:
+            subs, out = base / assignment / "submissions", base / assignment / "out"
+            subs.mkdir(parents=True)
+
+            def fill(text, out=out, assignment=assignment):
+                for key, value in (("__OUT_DIR__", str(out)), ("__ROOT__", str(ROOT)),
+                                   ("__PORT__", str(listener.port)), ("__MARKER__", marker),
+                                   ("__ASSIGNMENT__", assignment)):
+                    text = text.replace(key, value)
+                return text
+
+            students = {}
+            for recipe in RECIPES:
+                if recipe.assignment == assignment:
+                    students[recipe.name] = (build_notebook(
+                        assignment, recipe.solution, recipe.sections, recipe.edits, fill),
+                        recipe.expect)
+            if not students:
+                continue
+            for name, (a, solution, expect) in HONEST.items():
+                if a == assignment:
+                    nb = build_notebook(a, solution, [], [], fill)
+                    nb.cells.append(nbformat.v4.new_markdown_cell(f"My own work: {canary}"))
+                    students[name] = (nb, expect)
+            spec = GRADED[assignment]
+            own = {}
+            for name, (nb, _) in students.items():
+                (subs / name).mkdir()
+                nbformat.write(nb, subs / name / spec.notebook)
+                own[name] = (subs / name / spec.notebook).read_text()
+            start = time.monotonic()
+            rows = grade(assignment, subs, out, root=ROOT, workers=max(2, os.cpu_count() or 2),
+                         isolate=True, timeout=300)
+            seconds = time.monotonic() - start
+            after = {p: (out / p).read_bytes() for p in ("results.jsonl", "grades.csv")}
+            batches[assignment] = dict(rows={r.student_id: r for r in rows}, out=out,
+                                       expect={n: e for n, (_, e) in students.items()},
+                                       after=after, seconds=seconds, own=own,
+                                       results=read_results(out))
+        time.sleep(6)  # the detached rewriters poll every 0.5 s: give them time to show up
+    finally:
+        listener.close()
+    return dict(batches=batches, marker=marker, canary=canary, listener=listener)
+
+
+def _feedback(out: Path, student: str, assignment: str) -> str:
+    pages = sorted((out / "feedback" / student / assignment).glob("*.html"))
+    return "\n".join(p.read_text(encoding="utf-8") for p in pages)
+
+
+def _text(page: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", page))
+
+
+# --------------------------------------------------------------------------- the assertions
+
+
+@pytest.mark.skipif(bool(_ONLY), reason="COURSE_ADVERSARIAL_ONLY selects a subset")
+def test_there_are_enough_attacks():
+    assert len(RECIPES) >= 15
+    assert {r.assignment for r in RECIPES} == set(GRADED)
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r.name for r in RECIPES])
+def test_each_attack_gets_exactly_its_real_score(graded, recipe):
+    batch = graded["batches"][recipe.assignment]
+    row = batch["rows"][recipe.name]
+    assert row.status == "graded", row.reason
+    assert row.max_score == max_score(recipe.assignment)
+    assert row.score == recipe.expect, (row.score, row.reason)
+    if recipe.solution != "correct":
+        feedback = _text(_feedback(batch["out"], recipe.name, recipe.assignment))
+        leaked = [c for c in solution_canaries(recipe.assignment)
+                  if c not in batch["own"][recipe.name]  # a line the student wrote too
+                  and (c in feedback or c in row.reason)]
+        assert not leaked, f"solution text reached {recipe.name}'s feedback: {leaked[:3]}"
+    assert graded["canary"] not in _feedback(batch["out"], recipe.name, recipe.assignment)
+    assert graded["canary"] not in row.reason
+
+
+@pytest.mark.parametrize("student", list(HONEST))
+def test_honest_students_keep_their_exact_marks(graded, student):
+    assignment, _, expect = HONEST[student]
+    if assignment not in graded["batches"]:
+        pytest.skip("COURSE_ADVERSARIAL_ONLY left this chapter out")
+    row = graded["batches"][assignment]["rows"][student]
+    assert row.status == "graded" and row.score == expect, row.reason
+    assert not row.flagged, row.reason  # nbgrader and the trusted check agree on them
+
+
+def test_every_student_has_one_untampered_row(graded):
+    for batch in graded["batches"].values():
+        assert set(batch["rows"]) == set(batch["expect"])
+        results = batch["out"] / "results.jsonl"
+        grades = batch["out"] / "grades.csv"
+        assert results.read_bytes() == batch["after"]["results.jsonl"], "results.jsonl changed"
+        assert grades.read_bytes() == batch["after"]["grades.csv"], "grades.csv changed"
+        assert len(results.read_text().splitlines()) == len(batch["expect"])
+        lines = grades.read_text().splitlines()
+        assert len(lines) == 1 + len(batch["expect"]) and "mallory" not in grades.read_text()
+        assert {r.student_id: r.score for r in batch["results"]} == \
+            {s: r.score for s, r in batch["rows"].items()}
+
+
+def test_nothing_reached_the_network(graded):
+    assert graded["listener"].connections == []
+
+
+def test_no_attack_process_outlives_the_batch(graded):
+    assert _processes_with(graded["marker"]) == []
+
+
+def test_the_attacks_that_beat_nbgrader_are_flagged(graded):
+    """Where nbgrader's in-kernel tests were fooled, the trusted score differs: flagged."""
+    rows = {name: row for batch in graded["batches"].values()
+            for name, row in batch["rows"].items()}
+    for name, row in rows.items():
+        if row.nbgrader_score is not None and row.nbgrader_score != row.score:
+            assert row.flagged, name
+    if "a13_unknown_schema_version" in rows:  # nbgrader could not score it
+        assert rows["a13_unknown_schema_version"].flagged
+
+
+def test_feedback_pages_run_no_script(graded):
+    from bleach._vendor import html5lib
+
+    pages = 0
+    for batch in graded["batches"].values():
+        for page in (batch["out"] / "feedback").rglob("*.html"):
+            pages += 1
+            doc = html5lib.parse(page.read_text(encoding="utf-8"), treebuilder="etree",
+                                 namespaceHTMLElements=False)
+            for el in doc.iter():
+                tag = el.tag.rsplit("}", 1)[-1].lower() if isinstance(el.tag, str) else ""
+                assert tag not in ("script", "iframe", "object", "embed"), (page, tag)
+                for key, value in el.attrib.items():
+                    assert not key.rsplit("}", 1)[-1].lower().startswith("on"), (page, key)
+                    assert "javascript:" not in "".join(value.split()).lower(), (page, value)
+    assert pages >= 1
+    if "a23_script_in_outputs" in graded["batches"].get("01_metrics", {}).get("rows", {}):
+        page = _feedback(graded["batches"]["01_metrics"]["out"], "a23_script_in_outputs",
+                         "01_metrics")
+        assert "Content-Security-Policy" in page and "pwned-7" in page  # inert text
+
+
+def test_the_batch_timing_is_reported(graded, capsys):
+    with capsys.disabled():
+        for assignment, batch in graded["batches"].items():
+            print(f"\n{assignment}: {len(batch['rows'])} students graded in "
+                  f"{batch['seconds']:.0f} s")

@@ -1,0 +1,134 @@
+"""`course release`: release/ is nbgrader's student version of source/, and up to date."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from course.grading.release import (
+    ReleaseError,
+    assignments,
+    check_release_up_to_date,
+    release,
+)
+from course.grading.trusted import GRADED
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _grade_id(cell) -> str:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id", "")
+
+
+def test_committed_release_is_up_to_date():
+    """Fails when source/ changed and `course release` was not run (or release/ was edited)."""
+    problems = check_release_up_to_date(ROOT)
+    assert problems == [], "run `course release` and commit release/:\n" + "\n".join(problems)
+    assert sorted(p.name for p in (ROOT / "release").iterdir() if p.is_dir()) == assignments(ROOT)
+
+
+@pytest.mark.parametrize("assignment", sorted(GRADED))
+def test_released_notebook_hides_solutions_and_hidden_tests(assignment):
+    spec = GRADED[assignment]
+    source = nbformat.read(ROOT / "source" / assignment / spec.notebook, as_version=4)
+    released = nbformat.read(ROOT / "release" / assignment / spec.notebook, as_version=4)
+    text = nbformat.writes(released)
+    assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text
+    assert "HIDDEN TESTS" in nbformat.writes(source)  # the source keeps them
+    by_id = {_grade_id(c): c for c in released.cells if _grade_id(c)}
+    assert set(by_id) == {spec.solution_id, *spec.cells}
+    assert "raise NotImplementedError()" in by_id[spec.solution_id].source
+    for gid, points in spec.cells.items():
+        meta = by_id[gid].metadata
+        assert meta.nbgrader["points"] == points and meta.nbgrader["locked"] is True, gid
+        assert meta["editable"] is False and meta["deletable"] is False, gid
+        assert meta.nbgrader["schema_version"] == 3 and meta.nbgrader["checksum"], gid
+    # everything but the graded cells is the instructor's notebook, unchanged
+    assert [c.source for c in released.cells if not _grade_id(c)] == \
+        [c.source for c in source.cells if not _grade_id(c)]
+
+
+def _validate(path):
+    from nbgrader.validator import Validator
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(ROOT / "autograder")).load_config()
+    return Validator(config=config).validate(str(path))
+
+
+@pytest.mark.parametrize("folder", ["source", "release"])
+@pytest.mark.parametrize("assignment", sorted(GRADED))
+def test_nbgrader_validate_passes_on_source_and_fails_on_release(assignment, folder):
+    """What a student sees with `nbgrader validate`: the stubs fail every test cell."""
+    results = _validate(ROOT / folder / assignment / GRADED[assignment].notebook)
+    if folder == "source":
+        assert results == {}, results
+    else:
+        assert set(results) == {"failed"}
+        errors = [cell["raw_error"] for cell in results["failed"]]
+        assert len(errors) == len(GRADED[assignment].cells)
+        assert all("NotImplementedError" in e for e in errors), errors
+
+
+def _tiny_course(root):
+    """A course with one small assignment: a solution cell and two test cells."""
+    (root / "autograder").mkdir(parents=True)
+    shutil.copyfile(ROOT / "autograder" / "nbgrader_config.py",
+                    root / "autograder" / "nbgrader_config.py")
+    (root / "pyproject.toml").write_text("")
+    folder = root / "source" / "01_tiny"
+    folder.mkdir(parents=True)
+    (folder / "data.csv").write_text("x\n1\n")
+
+    def meta(gid, test, points=0):
+        nb = {"grade": test, "grade_id": gid, "locked": test, "schema_version": 3,
+              "solution": not test, "task": False}
+        return {"nbgrader": {**nb, "points": points} if test else nb}
+
+    nb = new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                               "language": "python"}})
+    nb.cells = [
+        new_markdown_cell("# Doubling"),
+        new_code_cell("def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n"
+                      "    ### END SOLUTION", metadata=meta("double_solution", False)),
+        new_code_cell("assert double(2) == 4\n### BEGIN HIDDEN TESTS\nassert double(5) == 10\n"
+                      "### END HIDDEN TESTS", metadata=meta("test_double", True, 2)),
+    ]
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i}"
+    nbformat.write(nb, folder / "01_tiny.ipynb")
+    return folder / "01_tiny.ipynb"
+
+
+def test_release_is_deterministic_and_its_check_catches_changes(tmp_path):
+    from course.cli import main
+
+    notebook = _tiny_course(tmp_path)
+    assert main(["release", "--root", str(tmp_path)]) == 0
+    released = tmp_path / "release" / "01_tiny"
+    assert sorted(p.name for p in released.iterdir()) == ["01_tiny.ipynb", "data.csv"]
+    first = (released / "01_tiny.ipynb").read_bytes()
+    assert b"NotImplementedError" in first and b"double(5)" not in first
+    assert check_release_up_to_date(tmp_path) == []
+    release(tmp_path)
+    assert (released / "01_tiny.ipynb").read_bytes() == first  # same bytes every time
+
+    nb = nbformat.read(notebook, as_version=4)
+    nb.cells[0].source = "# Doubling a number"
+    nbformat.write(nb, notebook)
+    (tmp_path / "release" / "99_old").mkdir()
+    (released / "notes.txt").write_text("edited by hand")
+    assert check_release_up_to_date(tmp_path) == [
+        "release/01_tiny/notes.txt is not in source/",
+        "release/01_tiny/01_tiny.ipynb differs from a fresh release",
+        "release/99_old/ has no source/99_old/",
+    ]
+
+    nb.cells[2].metadata.nbgrader["grade_id"] = "double_solution"  # a duplicate grade_id
+    nbformat.write(nb, notebook)
+    with pytest.raises(ReleaseError, match="generate_assignment 01_tiny failed"):
+        release(tmp_path)
