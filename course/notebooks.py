@@ -74,7 +74,10 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict | None = None,
     try:
         pm.execute_notebook(str(path), str(output), parameters=parameters or {},
                             cwd=str(path.parent), progress_bar=False, log_output=False,
-                            execution_timeout=timeout)
+                            execution_timeout=timeout,
+                            # the kernel's own log (e.g. ipykernel's warning about unencrypted
+                            # local TCP) would land on our terminal; errors still show
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
     except Exception as err:  # papermill raises PapermillExecutionError with the cell's traceback
         detail = getattr(err, "evalue", None) or str(err).strip().splitlines()[-1]
         return RunResult(path.name, "failed", time.perf_counter() - start, detail[:300])
