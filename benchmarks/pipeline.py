@@ -53,7 +53,8 @@ def parse_args(argv=None):
     p.add_argument("--data-root", help="CIFAR-10 folder; without it, random uint8 images")
     p.add_argument("--size", type=int, default=224, help="pipeline output size (the notes: 224)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--batches", type=int, default=5, help="timed batches per pipeline")
+    # fewer than ~20 timed batches are dominated by warm-up noise (seen: 0.7x to 1.9x)
+    p.add_argument("--batches", type=int, default=20, help="timed batches per pipeline")
     p.add_argument("--workers", type=int, nargs="+", help="DataLoader workers to try "
                    "(default: 0 and 2 on a CPU, 0 and min(8, cores) on a GPU machine)")
     p.add_argument("--arch", default="resnet50")
