@@ -4,7 +4,7 @@
                                             [--assignments 01_metrics ...] [--note TEXT]
 
 Generates ``--students`` submissions for each graded chapter (about two thirds the correct
-solution, the rest the wrong implementations of tests/submissions/<chapter>/ in turn, each
+solution, the rest the wrong implementations of autograder/samples/<chapter>/ in turn, each
 put into the released notebook), then grades them twice:
 
 1. nbgrader as it comes: one course directory, every submission under submitted/, and
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -36,32 +35,20 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from course.grading.trusted import GRADED, solution_source  # noqa: E402
-
-
-def solution_code(assignment: str) -> str:
-    spec = GRADED[assignment]
-    code = solution_source(ROOT / "source" / assignment / spec.notebook, spec.solution_id)
-    return re.sub(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", "", code, flags=re.M)
+from course.grading.samples import mistakes, sample_notebook  # noqa: E402
+from course.grading.trusted import GRADED  # noqa: E402
 
 
 def make_submissions(assignment: str, n: int, dest: Path) -> dict[str, str]:
     """dest/<student>/<notebook>: 2 in 3 correct, the others wrong. Returns student -> kind."""
-    spec = GRADED[assignment]
-    release = nbformat.read(ROOT / "release" / assignment / spec.notebook, as_version=4)
-    wrong = sorted((ROOT / "tests" / "submissions" / assignment).glob("*.py"))
+    wrong = mistakes(ROOT, assignment)
     kinds = {}
     for i in range(n):
-        kind = "solution" if (i % 3 != 2 or not wrong) else wrong[(i // 3) % len(wrong)].stem
-        code = solution_code(assignment) if kind == "solution" else (
-            ROOT / "tests" / "submissions" / assignment / f"{kind}.py").read_text()
-        nb = nbformat.from_dict(release)
-        for cell in nb.cells:
-            if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == spec.solution_id:
-                cell.source = code
+        kind = "solution" if (i % 3 != 2 or not wrong) else wrong[(i // 3) % len(wrong)]
         student = f"student{i + 1:02d}"
         (dest / student).mkdir(parents=True)
-        nbformat.write(nb, dest / student / spec.notebook)
+        nbformat.write(sample_notebook(ROOT, assignment, kind),
+                       dest / student / GRADED[assignment].notebook)
         kinds[student] = kind
     return kinds
 

@@ -78,7 +78,7 @@ def cmd_grade(args) -> int:
     try:
         rows = grade(args.assignment, args.submissions, args.out, root=args.root,
                      workers=args.workers, isolate=not args.no_isolation, timeout=args.timeout,
-                     on_row=progress)
+                     cell_timeout=args.cell_timeout, on_row=progress)
     except IsolationUnavailable as err:
         print(f"error: cannot isolate student code here: {err}\nInstall bubblewrap, or pass "
               "--no-isolation to grade without isolation (unsafe).", file=sys.stderr)
@@ -100,6 +100,75 @@ def cmd_grade(args) -> int:
     return 0
 
 
+def _check_samples(rows, kinds: dict[str, str]) -> list[str]:
+    """What is wrong with a graded sample batch: only the solution may get full marks."""
+    problems = []
+    for row in rows:
+        kind = kinds.get(row.student_id, "?")
+        full = row.status == "graded" and row.score == row.max_score
+        if row.status != "graded":
+            problems.append(f"{row.student_id}: {row.status} ({row.reason[:120]})")
+        elif (kind == "solution") != full:
+            problems.append(f"{row.student_id} ({kind}): {row.score:g}/{row.max_score:g}")
+        elif kind == "release" and row.score != 0:
+            problems.append(f"the untouched release scored {row.score:g}")
+    return problems
+
+
+def cmd_all(args) -> int:
+    import shutil
+
+    from course.grading.grade import grade
+    from course.grading.release import check_release_up_to_date
+    from course.grading.samples import write_samples
+    from course.grading.sandbox import isolation_available
+    from course.grading.trusted import GRADED
+    from course.notebooks import discover, find_root, run_notebooks
+
+    root = find_root(args.root)
+    out_dir = (args.out or root / "build" / ("all-ci" if args.ci else "all")).resolve()
+    start = time.perf_counter()
+    failures = []
+
+    print(f"== 1/3 every notebook{' (CI parameters)' if args.ci else ''}", flush=True)
+    results = run_notebooks(root, discover(root), ci=args.ci, out_dir=out_dir / "notebooks",
+                            jobs=args.jobs)
+    _print_table([(r.notebook, r.status, f"{r.seconds:.1f}", r.detail) for r in results],
+                 ("notebook", "status", "seconds", "detail"))
+    failures += [f"notebook {r.notebook}: {r.status}" for r in results if r.status != "ok"]
+
+    print("\n== 2/3 release/ against a fresh `course release` of source/", flush=True)
+    stale = check_release_up_to_date(root)
+    print("\n".join(stale) if stale else "up to date")
+    failures += stale
+
+    print("\n== 3/3 sample submissions graded with `course grade` "
+          "(autograder/samples/)", flush=True)
+    isolate, why = isolation_available()
+    if not isolate:
+        print(f"note: no sandbox here ({why}); grading the course's own samples without "
+              "isolation. Real submissions need it: install bubblewrap.")
+    table = []
+    for assignment in GRADED:
+        subs, graded = out_dir / "samples" / assignment, out_dir / "graded" / assignment
+        for folder in (subs, graded):
+            shutil.rmtree(folder, ignore_errors=True)
+        kinds = write_samples(root, assignment, subs)
+        rows = grade(assignment, subs, graded, root=root, workers=args.workers, isolate=isolate)
+        table += [(assignment, r.student_id, f"{r.score:g}/{r.max_score:g}", r.status,
+                   r.reason[:60]) for r in rows]
+        failures += [f"{assignment} {p}" for p in _check_samples(rows, kinds)]
+    _print_table(table, ("assignment", "student", "score", "status", "reason"))
+
+    print(f"\n{time.perf_counter() - start:.1f} s; notebooks, samples and grades in {out_dir}")
+    if failures:
+        print("FAILED:\n  " + "\n  ".join(failures))
+        return 1
+    print("all good: every notebook ran, release/ is current, only the solutions got full "
+          "marks")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="course", description="The deep-learning tuning course: run, release, grade.")
@@ -116,6 +185,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=int, default=None, help="seconds per cell")
     run.add_argument("--root", type=Path, default=None, help="course repository root")
     run.set_defaults(func=cmd_run)
+
+    every = sub.add_parser("all", help="the course end to end: notebooks, release, grading",
+                           description="Execute every notebook, check that release/ matches "
+                           "source/, and grade the sample submissions of every graded chapter "
+                           "(solution, untouched release, common mistakes). Exit status 1 if "
+                           "anything is not as expected.")
+    every.add_argument("--ci", action="store_true",
+                       help="run the notebooks with the small parameters of "
+                       "tests/notebook_params.yaml")
+    every.add_argument("--out", type=Path, help="output folder (default: build/all[-ci])")
+    every.add_argument("-j", "--jobs", type=int, default=1, help="notebooks run at once")
+    every.add_argument("--workers", type=int, default=None,
+                       help="students graded at once (default: the number of CPU cores)")
+    every.add_argument("--root", type=Path, default=None, help="course repository root")
+    every.set_defaults(func=cmd_all)
 
     rel = sub.add_parser("release", help="regenerate release/ from source/ with nbgrader",
                          description="Generate the student version of each chapter (solutions "
@@ -138,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "is unavailable and you trust every submission)")
     grd.add_argument("--timeout", type=float, default=600,
                      help="wall-clock seconds for each sandboxed step of one student")
+    grd.add_argument("--cell-timeout", type=int, default=None,
+                     help="seconds nbgrader lets one cell run before it interrupts it and "
+                     "fails the cell (default: Execute.timeout of autograder/nbgrader_config.py)")
     grd.add_argument("--root", type=Path, default=None, help="course repository root")
     grd.set_defaults(func=cmd_grade)
     return parser

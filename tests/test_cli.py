@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def test_help_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "course.cli", "--help"], capture_output=True,
@@ -16,3 +18,63 @@ def test_run_rejects_missing_notebook(tmp_path):
     (tmp_path / "pyproject.toml").write_text("")
     (tmp_path / "source").mkdir()
     assert main(["run", "--root", str(tmp_path), str(tmp_path / "nope.ipynb")]) == 2
+
+
+def test_help_of_every_subcommand():
+    for command in ("run", "all", "release", "grade"):
+        out = subprocess.run([sys.executable, "-m", "course.cli", command, "--help"],
+                             capture_output=True, text=True, check=True).stdout
+        assert out.startswith("usage: course " + command)
+
+
+def _row(student, score, status="graded"):
+    from course.grading.grade import GradeRow
+
+    return GradeRow(student, "01_metrics", score, 6.0, status, "why")
+
+
+def test_course_all_accepts_only_the_solution_at_full_marks():
+    from course.cli import _check_samples
+
+    kinds = {"solution": "solution", "untouched": "release", "arith": "f_arithmetic_mean"}
+    assert _check_samples([_row("solution", 6), _row("untouched", 0), _row("arith", 1)],
+                          kinds) == []
+    problems = _check_samples([_row("solution", 5), _row("untouched", 1),
+                               _row("arith", 6), _row("x", 0, status="error")], kinds)
+    assert [p.split(":")[0] for p in problems] == [
+        "solution (solution)", "the untouched release scored 1", "arith (f_arithmetic_mean)",
+        "x"]
+
+
+def test_samples_put_each_kind_into_the_released_notebook(tmp_path):
+    import nbformat
+
+    from course.grading.samples import mistakes, sample_notebook, solution_code, write_samples
+    from course.grading.trusted import GRADED
+    from course.notebooks import find_root
+
+    root = find_root()
+    for assignment, spec in GRADED.items():
+        kinds = write_samples(root, assignment, tmp_path / assignment)
+        assert set(kinds.values()) == {"solution", "release", *mistakes(root, assignment)}
+        assert len(mistakes(root, assignment)) >= 2
+
+        def cell(nb, spec=spec):
+            return next(c.source for c in nb.cells
+                        if c.metadata.get("nbgrader", {}).get("grade_id") == spec.solution_id)
+
+        released = nbformat.read(root / "release" / assignment / spec.notebook, as_version=4)
+        for student, kind in kinds.items():
+            nb = nbformat.read(tmp_path / assignment / student / spec.notebook, as_version=4)
+            assert [c.source for c in nb.cells if c.cell_type == "markdown"] == \
+                [c.source for c in released.cells if c.cell_type == "markdown"]
+            if kind == "release":
+                assert cell(nb) == cell(released) and "NotImplementedError" in cell(nb)
+            elif kind == "solution":
+                assert cell(nb) == solution_code(root, assignment)
+                assert "### BEGIN SOLUTION" not in cell(nb)
+            else:
+                assert cell(nb) == (root / "autograder" / "samples" / assignment /
+                                    f"{kind}.py").read_text()
+    with pytest.raises(ValueError, match="f_arithmetic_mean"):
+        sample_notebook(root, "01_metrics", "no_such_mistake")

@@ -2,7 +2,7 @@
 
 Each graded chapter gets one batch of students built from the released notebook (release/):
 the solution (from source/, markers removed), the untouched release, and the wrong
-implementations of tests/submissions/<chapter>/*.py put in place of the exercise stub. A batch
+implementations of autograder/samples/<chapter>/*.py put in place of the exercise stub. A batch
 is graded once per test session (shared between pytest-xdist workers through a file lock) and
 the tests assert on its rows.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,12 +22,12 @@ import pytest
 from filelock import FileLock
 
 from course.grading.grade import CSV_COLUMNS, GradeRow, _csv_safe, _parse_scores, grade
+from course.grading.samples import mistakes, sample_notebook
 from course.grading.sandbox import isolation_available
 from course.grading.submissions import collect
 from course.grading.trusted import GRADED
 
 ROOT = Path(__file__).resolve().parents[1]
-SNIPPETS = Path(__file__).parent / "submissions"
 ISOLATE = isolation_available()[0]  # CI installs bubblewrap; elsewhere grade without it
 WORKERS = 2
 
@@ -74,26 +73,20 @@ BROKEN = {  # chapter 1 batch: entries that cannot be graded normally
 }
 
 
+def test_every_sample_mistake_is_graded_in_a_batch():
+    used = {(a, what) for a, cases in CASES.items() for what, _, _ in cases.values()}
+    for assignment in GRADED:
+        for kind in mistakes(ROOT, assignment):
+            assert (assignment, kind) in used, f"autograder/samples/{assignment}/{kind}.py"
+
+
 def _grade_id(cell) -> str:
     return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id", "")
 
 
-def solution_code(assignment: str) -> str:
-    """The instructor's solution cell with the ### BEGIN/END SOLUTION lines removed."""
-    nb = nbformat.read(ROOT / "source" / assignment / f"{assignment}.ipynb", as_version=4)
-    cell = next(c for c in nb.cells if _grade_id(c) == GRADED[assignment].solution_id)
-    return "\n".join(line for line in cell.source.splitlines()
-                     if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION"))
-
-
 def submission(assignment: str, what: str, how: str = "folder"):
     """The released notebook with ``what`` in the solution cell ("release": left as released)."""
-    nb = nbformat.read(ROOT / "release" / assignment / f"{assignment}.ipynb", as_version=4)
-    if what != "release":
-        code = (solution_code(assignment) if what == "solution"
-                else (SNIPPETS / assignment / f"{what}.py").read_text())
-        cell = next(c for c in nb.cells if _grade_id(c) == GRADED[assignment].solution_id)
-        cell.source = code
+    nb = sample_notebook(ROOT, assignment, what)
     if how == "tamper-tests":
         tests = [c for c in nb.cells if _grade_id(c) in GRADED[assignment].cells]
         for cell in tests[::2]:
@@ -132,19 +125,12 @@ def build_batch(assignment: str, folder: Path) -> None:
         write_submission(folder, "kernel-death", nb, assignment, "folder")
 
 
-def _shared_dir(tmp_path_factory) -> Path:
-    """A folder all xdist workers of this session share (the base temp of the session)."""
-    base = tmp_path_factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-
-
-def graded_batch(assignment: str, tmp_path_factory) -> tuple[Path, dict[str, GradeRow], str]:
+def graded_batch(assignment: str, shared: Path) -> tuple[Path, dict[str, GradeRow], str]:
     """(out dir, rows by student, stdout of `course grade`) of the chapter's batch.
 
     The first test that asks grades every chapter's batch at once, each with its own
     `course grade` process, so the cores stay busy; the others wait for the result.
     """
-    shared = _shared_dir(tmp_path_factory)
     with FileLock(str(shared / "grade-batches.lock")):
         if not (shared / "batches.done").exists():
             _grade_batches(shared)
@@ -179,8 +165,8 @@ def _latest_rows(out: Path) -> list[GradeRow]:
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
-def batch(request, tmp_path_factory):
-    return request.param, *graded_batch(request.param, tmp_path_factory)
+def batch(request, shared_dir):
+    return request.param, *graded_batch(request.param, shared_dir)
 
 
 def _failing(row: GradeRow) -> set[str]:
@@ -315,7 +301,7 @@ def test_timeout_is_recorded(tmp_path):
     cell.source += "\n\nimport time\n\nwhile True:\n    time.sleep(1)\n"
     write_submission(tmp_path / "subs", "looper", nb, "01_metrics", "folder")
     rows = grade("01_metrics", tmp_path / "subs", tmp_path / "out", root=ROOT, workers=1,
-                 isolate=ISOLATE, timeout=20)
+                 isolate=ISOLATE, timeout=10)
     (row,) = rows
     assert (row.student_id, row.status, row.score, row.flagged) == ("looper", "graded", 0, True)
     assert "timed out" in row.reason
@@ -324,6 +310,13 @@ def test_timeout_is_recorded(tmp_path):
 def test_unknown_assignment_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no graded exercises"):
         grade("02_data_splits", tmp_path, tmp_path / "out", root=ROOT, isolate=ISOLATE)
+
+
+@pytest.mark.parametrize("cell_timeout, timeout", [(0, 60), (60, 60), (90, 60), (10, 0)])
+def test_cell_timeout_must_be_below_the_timeout(tmp_path, cell_timeout, timeout):
+    with pytest.raises(ValueError, match="cell timeout"):
+        grade("01_metrics", tmp_path, tmp_path / "out", root=ROOT, isolate=ISOLATE,
+              timeout=timeout, cell_timeout=cell_timeout)
 
 
 def test_collect_layouts_and_bad_entries(tmp_path):

@@ -121,12 +121,15 @@ class _Context:
 
 def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | None = None,
           workers: int | None = None, isolate: bool = True, timeout: float = 600,
+          cell_timeout: int | None = None,
           on_row: Callable[[GradeRow, int, int], None] | None = None) -> list[GradeRow]:
     """Grade every submission of ``assignment`` in ``submissions``; rows sorted by student.
 
-    ``timeout`` is the wall-clock limit in seconds for each sandboxed step of one student
-    (nbgrader's own per-cell limit is ``Execute.timeout`` in autograder/nbgrader_config.py).
-    ``on_row(row, done, total)`` is called as each student finishes. Raises
+    ``timeout`` is the wall-clock limit in seconds for each sandboxed step of one student.
+    ``cell_timeout`` is nbgrader's limit for one cell (default: ``Execute.timeout`` of
+    autograder/nbgrader_config.py): a cell that runs longer is interrupted and fails, and the
+    rest of the notebook is still graded. Keep it below ``timeout``, which discards nbgrader's
+    whole report. ``on_row(row, done, total)`` is called as each student finishes. Raises
     IsolationUnavailable when ``isolate`` and the sandbox cannot isolate on this machine.
     """
     from course.grading.release import prepare_course
@@ -135,6 +138,9 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
 
     if assignment not in GRADED:
         raise ValueError(f"{assignment} has no graded exercises; graded: {', '.join(GRADED)}")
+    if not timeout > 0 or (cell_timeout is not None and not 0 < cell_timeout < timeout):
+        raise ValueError(f"need 0 < cell timeout < timeout, got cell timeout {cell_timeout} "
+                         f"and timeout {timeout} (seconds)")
     if isolate:
         from course.grading.sandbox import isolation_available
 
@@ -148,6 +154,9 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
     if template.exists():
         shutil.rmtree(template)
     prepare_course(root, [assignment], template)
+    if cell_timeout is not None:
+        with (template / "nbgrader_config.py").open("a", encoding="utf-8") as f:
+            f.write(f"\n# course grade --cell-timeout\nc.Execute.timeout = {int(cell_timeout)}\n")
     notebooks = sorted(p.name for p in (template / "release" / assignment).glob("*.ipynb"))
     if len(notebooks) != 1:
         raise ValueError(f"{assignment} should hold one notebook, not {notebooks}")

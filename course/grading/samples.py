@@ -1,0 +1,73 @@
+"""Sample submissions of a graded chapter, built from the released notebook.
+
+A sample is the released notebook (release/<chapter>/) with one source in the exercise's
+solution cell: the instructor's solution ("solution", markers removed), nothing ("release": left
+as released), or one of the mistakes students make, kept as the whole cell source in
+autograder/samples/<chapter>/<kind>.py. ``course all`` grades them to show the grader at work;
+the tests and benchmarks/grading.py build their batches from them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+
+from course.grading.trusted import GRADED, solution_source
+
+__all__ = ["solution_code", "mistakes", "sample_notebook", "write_samples"]
+
+
+def _samples_dir(root: Path, assignment: str) -> Path:
+    return Path(root) / "autograder" / "samples" / assignment
+
+
+def solution_code(root: Path, assignment: str) -> str:
+    """The instructor's solution cell with its ### BEGIN/END SOLUTION lines removed."""
+    spec = GRADED[assignment]
+    code = solution_source(Path(root) / "source" / assignment / spec.notebook, spec.solution_id)
+    return re.sub(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n?", "", code, flags=re.M)
+
+
+def mistakes(root: Path, assignment: str) -> list[str]:
+    """The kinds of wrong implementation kept for the chapter, sorted."""
+    return sorted(p.stem for p in _samples_dir(root, assignment).glob("*.py"))
+
+
+def sample_notebook(root: Path, assignment: str, kind: str):
+    """The released notebook with ``kind`` ("solution", "release" or a mistake) handed in."""
+    spec = GRADED[assignment]
+    nb = nbformat.read(Path(root) / "release" / assignment / spec.notebook, as_version=4)
+    if kind == "release":
+        return nb
+    if kind == "solution":
+        code = solution_code(root, assignment)
+    else:
+        path = _samples_dir(root, assignment) / f"{kind}.py"
+        if not path.is_file():
+            raise ValueError(f"no sample {kind!r} for {assignment}; "
+                             f"have: solution, release, {', '.join(mistakes(root, assignment))}")
+        code = path.read_text(encoding="utf-8")
+    cells = [c for c in nb.cells
+             if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == spec.solution_id]
+    if len(cells) != 1:
+        raise ValueError(f"release/{assignment}/{spec.notebook} should have one cell "
+                         f"{spec.solution_id!r}, found {len(cells)}: run `course release`")
+    cells[0].source = code
+    return nb
+
+
+def write_samples(root: Path, assignment: str, dest: Path) -> dict[str, str]:
+    """dest/<student>/<notebook> for the solution, the untouched release and every mistake.
+
+    Returns student -> kind; the students are named after their kind.
+    """
+    kinds = {"solution": "solution", "untouched": "release"}
+    kinds.update({kind.replace("_", "-"): kind for kind in mistakes(root, assignment)})
+    for student, kind in kinds.items():
+        folder = Path(dest) / student
+        folder.mkdir(parents=True, exist_ok=True)
+        nbformat.write(sample_notebook(root, assignment, kind),
+                       folder / GRADED[assignment].notebook)
+    return kinds
