@@ -186,7 +186,7 @@ def test_memory_limit(tmp_path):
     assert "ALLOCATED" not in res.stdout and "memory error" in res.stdout
 
 
-def test_process_limit_stops_a_fork_bomb_and_nothing_survives(tmp_path):
+def test_process_limit_stops_a_fork_bomb_and_nothing_survives(tmp_path, processes_with):
     marker = "forkbomb-" + tmp_path.name
     res = run_py(f"""
         import os, time
@@ -204,7 +204,7 @@ def test_process_limit_stops_a_fork_bomb_and_nothing_survives(tmp_path):
     """, tmp_path, max_procs=40, timeout=60)
     assert res.returncode == 0, res.stderr
     assert 0 < int(res.stdout) < 40
-    assert not _processes_with(marker)
+    assert not processes_with(marker)
 
 
 def test_output_limit(tmp_path):
@@ -224,19 +224,7 @@ def test_file_size_limit(tmp_path):
     assert (tmp_path / "big").stat().st_size <= 8 * 1024 * 1024
 
 
-def _processes_with(marker: str) -> list[int]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    found.append(int(pid))
-            except OSError:
-                pass
-    return found
-
-
-def test_detached_processes_die_with_the_call(tmp_path):
+def test_detached_processes_die_with_the_call(tmp_path, processes_with):
     marker = "detached-" + tmp_path.name
     res = run_py(f"""
         import os, subprocess, time
@@ -254,7 +242,7 @@ def test_detached_processes_die_with_the_call(tmp_path):
         print("parent done")
     """, tmp_path)
     assert res.returncode == 0 and "parent done" in res.stdout
-    assert not _processes_with(marker)
+    assert not processes_with(marker)
     time.sleep(3)
     assert not (tmp_path / "late-python.txt").exists()
     assert not (tmp_path / "late-shell.txt").exists()
