@@ -377,13 +377,17 @@ def test_nothing_reached_the_network(graded):
 
 
 def test_the_cell_timeout_stops_an_endless_cell(graded):
-    """nbgrader interrupts the endless cell and grades the rest: its report is complete."""
+    """nbgrader interrupts the endless cell and grades the rest: its report is complete.
+
+    (Had the step's wall-clock limit stopped it instead, nbgrader's scores would be missing and
+    the row flagged.)
+    """
     rows = graded["batches"].get("01_metrics", {}).get("rows", {})
     if "a19_infinite_loop" not in rows:
         pytest.skip("COURSE_ADVERSARIAL_ONLY left a19 out")
     row = rows["a19_infinite_loop"]
     assert row.nbgrader_score == row.score and not row.flagged, row.reason
-    assert row.seconds < TIMEOUT
+    assert "timed out" not in row.reason
 
 
 def test_no_attack_process_outlives_the_batch(graded, processes_with):
