@@ -105,10 +105,9 @@ def _check_samples(rows, kinds: dict[str, str]) -> list[str]:
     problems = []
     for row in rows:
         kind = kinds.get(row.student_id, "?")
-        full = row.status == "graded" and row.score == row.max_score
         if row.status != "graded":
             problems.append(f"{row.student_id}: {row.status} ({row.reason[:120]})")
-        elif (kind == "solution") != full:
+        elif (kind == "solution") != (row.score == row.max_score):
             problems.append(f"{row.student_id} ({kind}): {row.score:g}/{row.max_score:g}")
         elif kind == "release" and row.score != 0:
             problems.append(f"the untouched release scored {row.score:g}")

@@ -15,6 +15,7 @@ while the test listens on a local port and watches for the attacks' processes. T
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import os
@@ -245,6 +246,10 @@ def _write_batch(assignment, subs, fill, canary) -> dict[str, tuple[float, str]]
     return students
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _grade_attacks(base: Path) -> dict:
     """Grade every chapter's batch under ``base``; what the tests need, as JSON values."""
     ok, why = isolation_available()
@@ -284,7 +289,7 @@ def _grade_attacks(base: Path) -> dict:
             dump, out = Path(batch.pop("dump")), Path(batch["out"])
             batch["seconds"] = dump.stat().st_mtime - start  # when its rows were in
             batch["rows"] = json.loads(dump.read_text())
-            batch["after"] = {p: (out / p).read_text() for p in ("results.jsonl", "grades.csv")}
+            batch["after"] = {p: _sha256(out / p) for p in ("results.jsonl", "grades.csv")}
         time.sleep(6)  # the detached rewriters poll every 0.5 s: give them time to show up
     finally:
         for proc in procs.values():
@@ -363,8 +368,8 @@ def test_every_student_has_one_untampered_row(graded):
         assert set(batch["rows"]) == set(batch["expect"])
         results = batch["out"] / "results.jsonl"
         grades = batch["out"] / "grades.csv"
-        assert results.read_text() == batch["after"]["results.jsonl"], "results.jsonl changed"
-        assert grades.read_text() == batch["after"]["grades.csv"], "grades.csv changed"
+        assert _sha256(results) == batch["after"]["results.jsonl"], "results.jsonl changed"
+        assert _sha256(grades) == batch["after"]["grades.csv"], "grades.csv changed"
         assert len(results.read_text().splitlines()) == len(batch["expect"])
         lines = grades.read_text().splitlines()
         assert len(lines) == 1 + len(batch["expect"]) and "mallory" not in grades.read_text()

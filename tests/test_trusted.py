@@ -10,15 +10,15 @@ the same cells; the solution must get full marks; regrading gives identical scor
 from __future__ import annotations
 
 import json
-import re
 import textwrap
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from course.grading import samples
 from course.grading.sandbox import isolation_available
-from course.grading.trusted import GRADED, CellScore, max_score, solution_source, trusted_grade
+from course.grading.trusted import GRADED, CellScore, max_score, trusted_grade
 
 ROOT = Path(__file__).resolve().parents[1]
 ISOLATE = isolation_available()[0]
@@ -37,17 +37,12 @@ def released_notebook(assignment: str) -> Path:
 
 def solution_code(assignment: str) -> str:
     """The instructor's solution cell with the nbgrader markers taken out."""
-    code = solution_source(source_notebook(assignment), GRADED[assignment].solution_id)
-    return re.sub(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", "", code, flags=re.M)
+    return samples.solution_code(ROOT, assignment)
 
 
 def make_submission(tmp_path: Path, assignment: str, code: str, name: str = "student") -> Path:
     """The released notebook with ``code`` in the exercise's solution cell."""
-    nb = nbformat.read(released_notebook(assignment), as_version=4)
-    for cell in nb.cells:
-        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == \
-                GRADED[assignment].solution_id:
-            cell.source = code
+    nb = samples.released_with(ROOT, assignment, code)
     path = tmp_path / name / GRADED[assignment].notebook
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)

@@ -16,7 +16,7 @@ import nbformat
 
 from course.grading.trusted import GRADED, solution_source
 
-__all__ = ["solution_code", "mistakes", "sample_notebook", "write_samples"]
+__all__ = ["solution_code", "mistakes", "released_with", "sample_notebook", "write_samples"]
 
 
 def _samples_dir(root: Path, assignment: str) -> Path:
@@ -35,20 +35,12 @@ def mistakes(root: Path, assignment: str) -> list[str]:
     return sorted(p.stem for p in _samples_dir(root, assignment).glob("*.py"))
 
 
-def sample_notebook(root: Path, assignment: str, kind: str):
-    """The released notebook with ``kind`` ("solution", "release" or a mistake) handed in."""
+def released_with(root: Path, assignment: str, code: str | None):
+    """The released notebook with ``code`` in the exercise's solution cell (None: as released)."""
     spec = GRADED[assignment]
     nb = nbformat.read(Path(root) / "release" / assignment / spec.notebook, as_version=4)
-    if kind == "release":
+    if code is None:
         return nb
-    if kind == "solution":
-        code = solution_code(root, assignment)
-    else:
-        path = _samples_dir(root, assignment) / f"{kind}.py"
-        if not path.is_file():
-            raise ValueError(f"no sample {kind!r} for {assignment}; "
-                             f"have: solution, release, {', '.join(mistakes(root, assignment))}")
-        code = path.read_text(encoding="utf-8")
     cells = [c for c in nb.cells
              if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == spec.solution_id]
     if len(cells) != 1:
@@ -56,6 +48,19 @@ def sample_notebook(root: Path, assignment: str, kind: str):
                          f"{spec.solution_id!r}, found {len(cells)}: run `course release`")
     cells[0].source = code
     return nb
+
+
+def sample_notebook(root: Path, assignment: str, kind: str):
+    """The released notebook with ``kind`` ("solution", "release" or a mistake) handed in."""
+    if kind == "release":
+        return released_with(root, assignment, None)
+    if kind == "solution":
+        return released_with(root, assignment, solution_code(root, assignment))
+    path = _samples_dir(root, assignment) / f"{kind}.py"
+    if not path.is_file():
+        raise ValueError(f"no sample {kind!r} for {assignment}; "
+                         f"have: solution, release, {', '.join(mistakes(root, assignment))}")
+    return released_with(root, assignment, path.read_text(encoding="utf-8"))
 
 
 def write_samples(root: Path, assignment: str, dest: Path) -> dict[str, str]:
