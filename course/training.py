@@ -122,7 +122,7 @@ def predict(model: nn.Module, loader: Iterable, device=None, *, amp=None
         with autocast(device, amp):
             logits = model(x.to(device))
         probs.append(torch.softmax(logits.float(), dim=1).cpu())
-        ys.append(y)
+        ys.append(torch.as_tensor(y).cpu())
     p = torch.cat(probs).numpy()
     return torch.cat(ys).numpy(), p.argmax(axis=1), p
 
