@@ -17,6 +17,61 @@ def _print_table(rows: list[tuple], header: tuple) -> None:
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
 
 
+def cmd_score(args) -> int:
+    from course.cifar import read_cifar10
+    from course.data import DatasetMissingError
+    from course.score import (
+        PredictionsError,
+        leaderboard,
+        save_confusion_figure,
+        score_file,
+        score_folder,
+    )
+
+    target = args.predictions
+    if not target.exists():
+        print(f"error: {target} does not exist: give a predictions CSV or a folder of "
+              "<student>.csv files", file=sys.stderr)
+        return 2
+    try:
+        _, y_true = read_cifar10(args.data_root, train=False, verify=not args.no_verify)
+    except DatasetMissingError as err:
+        print(f"error: cannot read the test labels: {err}", file=sys.stderr)
+        return 2
+    y_true = y_true.numpy()
+    if target.is_file():
+        try:
+            score = score_file(target, y_true)
+        except PredictionsError as err:
+            print(f"error: {target.stem}: {err}", file=sys.stderr)
+            return 1
+        print(f"{score.student}: accuracy {score.accuracy:.4f} on {len(y_true)} test images, "
+              f"macro F1 {score.macro_f1:.4f}\n")
+        print(score.table.round(4).to_string())
+        figure = save_confusion_figure(score, args.out / f"{score.student}.confusion.png")
+        print(f"\nconfusion matrix: {figure}")
+        return 0
+    scores, errors = score_folder(target, y_true)
+    for student, message in errors.items():
+        print(f"error: {student}: {message}", file=sys.stderr)
+    if not scores and not errors:
+        print(f"error: no .csv files in {target}: put one <student>.csv per student there",
+              file=sys.stderr)
+        return 1
+    board = leaderboard(scores, errors)
+    args.out.mkdir(parents=True, exist_ok=True)
+    board.to_csv(args.out / "leaderboard.csv", index=False)
+    for score in scores:
+        save_confusion_figure(score, args.out / f"{score.student}.confusion.png")
+    _print_table([("" if r.error else r.rank, r.student,
+                   "" if r.error else f"{r.accuracy:.4f}", "" if r.error else f"{r.macro_f1:.4f}",
+                   r.error[:70]) for r in board.itertuples()],
+                 ("rank", "student", "accuracy", "macro F1", "error"))
+    print(f"\n{len(scores)}/{len(scores) + len(errors)} scored on {len(y_true)} test images; "
+          f"leaderboard: {args.out / 'leaderboard.csv'}; confusion matrices: {args.out}")
+    return 0 if scores else 1
+
+
 def cmd_run(args) -> int:
     from course.notebooks import discover, find_root, run_notebooks
 
@@ -184,6 +239,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=int, default=None, help="seconds per cell")
     run.add_argument("--root", type=Path, default=None, help="course repository root")
     run.set_defaults(func=cmd_run)
+
+    scr = sub.add_parser(
+        "score", help="score chapter 7 predictions CSVs: one file, or a class leaderboard",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Score CIFAR-10 test-set predictions against the test labels of DATA_ROOT.\n\n"
+        "Expected format: a CSV with the header `id,label` and one row per test image\n"
+        "(10,000 for the official test_batch), in any order: `id` the image's index in\n"
+        "test_batch (0..9999), `label` the predicted class NAME (airplane, automobile, bird,\n"
+        "cat, deer, dog, frog, horse, ship, truck), as chapter 7 writes it. At most 1 MiB.\n\n"
+        "PREDICTIONS a file: prints accuracy and per-class precision/recall/F1, writes\n"
+        "OUT/<name>.confusion.png. PREDICTIONS a folder: scores every <student>.csv in it,\n"
+        "prints the leaderboard and writes OUT/leaderboard.csv and one confusion matrix per\n"
+        "student; a file that cannot be scored gets one line on stderr naming the student\n"
+        "and what to fix, and a row in the leaderboard with that error.\n\n"
+        "Exit status: 0 when at least one file was scored, 1 when none could be, 2 when\n"
+        "PREDICTIONS or the test labels are missing.")
+    scr.add_argument("predictions", type=Path, metavar="PREDICTIONS",
+                     help="an id,label CSV file, or a folder of <student>.csv files")
+    scr.add_argument("--data-root", type=Path, default=Path("data"),
+                     help="folder holding cifar-10-batches-py/ (default: data)")
+    scr.add_argument("--no-verify", action="store_true",
+                     help="skip the MD5 check of the CIFAR-10 files (for the generated files of "
+                     "tests and CI; the real test labels should be verified)")
+    scr.add_argument("--out", type=Path, default=Path("score"),
+                     help="folder for the figures and leaderboard.csv (default: score)")
+    scr.set_defaults(func=cmd_score)
 
     every = sub.add_parser("all", help="the course end to end: notebooks, release, grading",
                            description="Execute every notebook, check that release/ matches "
