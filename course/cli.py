@@ -36,7 +36,10 @@ def cmd_score(args) -> int:
     try:
         _, y_true = read_cifar10(args.data_root, train=False, verify=not args.no_verify)
     except DatasetMissingError as err:
-        print(f"error: cannot read the test labels: {err}", file=sys.stderr)
+        hint = "" if args.no_verify else (
+            "\nIf the files are there, they failed torchvision's MD5 check against the official "
+            "release; --no-verify skips it (for generated files only).")
+        print(f"error: cannot read the test labels: {err}{hint}", file=sys.stderr)
         return 2
     y_true = y_true.numpy()
     if target.is_file():

@@ -57,7 +57,7 @@ def _decode(path: Path) -> str:
         raise PredictionsError("the file is empty: write the header id,label and one row per "
                                "test image")
     if len(data) > MAX_BYTES:
-        raise PredictionsError(f"the file is larger than {MAX_BYTES // 1024} KiB: a predictions "
+        raise PredictionsError(f"the file is larger than {MAX_BYTES / 2**20:g} MiB: a predictions "
                                "file holds only id,label rows (about 160 KB for 10,000 images)")
     if b"\0" in data:
         raise PredictionsError("this is a binary file, not a CSV: save the predictions as plain "
@@ -82,7 +82,8 @@ def read_predictions(path: str | Path, n_test: int, classes=CIFAR10_CLASSES) -> 
         header = next(rows, [])
         if tuple(h.strip().lower() for h in header) != HEADER:
             shown = ",".join(header)[:60]
-            raise PredictionsError(f"the first line is {shown!r}, not the header id,label")
+            raise PredictionsError(f"the first line is {shown!r}, not the header id,label: "
+                                   "make the first line exactly id,label")
         pred = np.full(n_test, -1, dtype=np.int64)
         first_line = np.zeros(n_test, dtype=np.int64)
         for row in rows:

@@ -152,7 +152,7 @@ MALFORMED = {  # student: (file content, part of the one-line error)
     "header_only": (_text("id,label"),
                     "40 of the 40 test ids have no row (ids 0, 1, 2, 3, 4, ...)"),
     "bad_quote": (b'id,label\n0,"cat\n1,dog\n', "not valid CSV"),
-    "huge": (_text("id,label", *["0,cat"] * (MAX_BYTES // 6 + 10)), "larger than 1024 KiB"),
+    "huge": (_text("id,label", *["0,cat"] * (MAX_BYTES // 6 + 10)), "larger than 1 MiB"),
 }
 
 
