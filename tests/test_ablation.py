@@ -83,3 +83,29 @@ def test_run_seeds_trains_once_per_seed(fake_cifar10):
     assert isinstance(runs.model, torch.nn.Module)
     assert run_seeds("tiny", recipe, [1], *data, device="cpu", progress=False).model is None
 
+
+
+@pytest.mark.slow
+def test_the_students_copy_runs_before_anything_is_filled_in(tmp_path):
+    """nbgrader's release of chapter 7 has no solution, and still runs top to bottom at CI size:
+    the table holds the baseline only, the final recipe is the baseline."""
+    import nbformat
+
+    from course.grading.release import prepare_course
+    from course.notebooks import ci_parameters, find_root, run_notebook
+
+    root = find_root()
+    name = "07_cifar10_project"
+    course_dir = prepare_course(root, [name], tmp_path / "course")
+    released = course_dir / "release" / name / f"{name}.ipynb"
+    assert "BEGIN SOLUTION" not in released.read_text()
+    params = {**ci_parameters(root)[f"source/{name}/{name}.ipynb"],
+              "DATA_ROOT": str(tmp_path / "data"), "OUT_DIR": str(tmp_path / "out")}
+    result = run_notebook(released, tmp_path / "executed", params, html=False)
+    assert result.status == "ok", result.detail
+    executed = nbformat.read(tmp_path / "executed" / released.name, as_version=4)
+    printed = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code"
+                      for o in c.outputs)
+    assert "my_changes is not filled in yet" in printed
+    assert "my_recipe is not filled in yet" in printed
+    assert "predictions_final.csv passes the scorer" in printed
