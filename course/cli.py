@@ -17,16 +17,49 @@ def _print_table(rows: list[tuple], header: tuple) -> None:
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
 
 
+def _score_one(path: Path, y_true, out: Path) -> int:
+    from course.score import PredictionsError, save_confusion_figure, score_file
+
+    try:
+        score = score_file(path, y_true)
+    except PredictionsError as err:
+        print(f"error: {path.stem}: {err}", file=sys.stderr)
+        return 1
+    print(f"{score.student}: accuracy {score.accuracy:.4f} on {len(y_true)} test images, "
+          f"macro F1 {score.macro_f1:.4f}\n")
+    print(score.table.round(4).to_string())
+    figure = save_confusion_figure(score, out / f"{score.student}.confusion.png")
+    print(f"\nconfusion matrix: {figure}")
+    return 0
+
+
+def _score_class(folder: Path, y_true, out: Path) -> int:
+    from course.score import leaderboard, save_confusion_figure, score_folder
+
+    scores, errors = score_folder(folder, y_true)
+    for student, message in errors.items():  # one line each, and the others are still scored
+        print(f"error: {student}: {message}", file=sys.stderr)
+    if not scores and not errors:
+        print(f"error: no .csv files in {folder}: put one <student>.csv per student there",
+              file=sys.stderr)
+        return 1
+    board = leaderboard(scores, errors)
+    out.mkdir(parents=True, exist_ok=True)
+    board.to_csv(out / "leaderboard.csv", index=False)
+    for score in scores:
+        save_confusion_figure(score, out / f"{score.student}.confusion.png")
+    _print_table([("" if r.error else r.rank, r.student,
+                   "" if r.error else f"{r.accuracy:.4f}", "" if r.error else f"{r.macro_f1:.4f}",
+                   r.error[:70]) for r in board.itertuples()],
+                 ("rank", "student", "accuracy", "macro F1", "error"))
+    print(f"\n{len(scores)}/{len(scores) + len(errors)} scored on {len(y_true)} test images; "
+          f"leaderboard: {out / 'leaderboard.csv'}; confusion matrices: {out}")
+    return 0 if scores else 1
+
+
 def cmd_score(args) -> int:
     from course.cifar import read_cifar10
     from course.data import DatasetMissingError
-    from course.score import (
-        PredictionsError,
-        leaderboard,
-        save_confusion_figure,
-        score_file,
-        score_folder,
-    )
 
     target = args.predictions
     if not target.exists():
@@ -41,38 +74,9 @@ def cmd_score(args) -> int:
             "release; --no-verify skips it (for generated files only).")
         print(f"error: cannot read the test labels: {err}{hint}", file=sys.stderr)
         return 2
-    y_true = y_true.numpy()
-    if target.is_file():
-        try:
-            score = score_file(target, y_true)
-        except PredictionsError as err:
-            print(f"error: {target.stem}: {err}", file=sys.stderr)
-            return 1
-        print(f"{score.student}: accuracy {score.accuracy:.4f} on {len(y_true)} test images, "
-              f"macro F1 {score.macro_f1:.4f}\n")
-        print(score.table.round(4).to_string())
-        figure = save_confusion_figure(score, args.out / f"{score.student}.confusion.png")
-        print(f"\nconfusion matrix: {figure}")
-        return 0
-    scores, errors = score_folder(target, y_true)
-    for student, message in errors.items():
-        print(f"error: {student}: {message}", file=sys.stderr)
-    if not scores and not errors:
-        print(f"error: no .csv files in {target}: put one <student>.csv per student there",
-              file=sys.stderr)
-        return 1
-    board = leaderboard(scores, errors)
-    args.out.mkdir(parents=True, exist_ok=True)
-    board.to_csv(args.out / "leaderboard.csv", index=False)
-    for score in scores:
-        save_confusion_figure(score, args.out / f"{score.student}.confusion.png")
-    _print_table([("" if r.error else r.rank, r.student,
-                   "" if r.error else f"{r.accuracy:.4f}", "" if r.error else f"{r.macro_f1:.4f}",
-                   r.error[:70]) for r in board.itertuples()],
-                 ("rank", "student", "accuracy", "macro F1", "error"))
-    print(f"\n{len(scores)}/{len(scores) + len(errors)} scored on {len(y_true)} test images; "
-          f"leaderboard: {args.out / 'leaderboard.csv'}; confusion matrices: {args.out}")
-    return 0 if scores else 1
+    if target.is_dir():
+        return _score_class(target, y_true.numpy(), args.out)
+    return _score_one(target, y_true.numpy(), args.out)
 
 
 def cmd_run(args) -> int:

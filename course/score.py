@@ -69,6 +69,26 @@ def _decode(path: Path) -> str:
                                "UTF-8 CSV, header id,label") from None
 
 
+def _rows(text: str):
+    """(line number, id, label) of each data row, after checking the header; blank lines skipped."""
+    rows = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(rows, [])
+        if tuple(h.strip().lower() for h in header) != HEADER:
+            shown = ",".join(header)[:60]
+            raise PredictionsError(f"the first line is {shown!r}, not the header id,label: "
+                                   "make the first line exactly id,label")
+        for row in rows:
+            if not row or all(not f.strip() for f in row):
+                continue  # blank lines, e.g. at the end
+            if len(row) != 2:
+                raise PredictionsError(f"line {rows.line_num} has {len(row)} fields, expected 2 "
+                                       "(id,label)")
+            yield rows.line_num, row[0].strip(), row[1].strip()
+    except csv.Error as err:  # e.g. an unterminated quote
+        raise PredictionsError(f"line {rows.line_num}: not valid CSV ({err})") from None
+
+
 def read_predictions(path: str | Path, n_test: int, classes=CIFAR10_CLASSES) -> np.ndarray:
     """The predicted class index of test images 0..n_test-1, from an ``id,label`` CSV file.
 
@@ -77,37 +97,22 @@ def read_predictions(path: str | Path, n_test: int, classes=CIFAR10_CLASSES) -> 
     0..n_test-1, a duplicate id, an unknown class name, missing ids.
     """
     index = {name.lower(): i for i, name in enumerate(classes)}
-    rows = csv.reader(io.StringIO(_decode(Path(path)), newline=""), strict=True)
-    try:
-        header = next(rows, [])
-        if tuple(h.strip().lower() for h in header) != HEADER:
-            shown = ",".join(header)[:60]
-            raise PredictionsError(f"the first line is {shown!r}, not the header id,label: "
-                                   "make the first line exactly id,label")
-        pred = np.full(n_test, -1, dtype=np.int64)
-        first_line = np.zeros(n_test, dtype=np.int64)
-        for row in rows:
-            line = rows.line_num
-            if not row or all(not f.strip() for f in row):
-                continue  # blank lines, e.g. at the end
-            if len(row) != 2:
-                raise PredictionsError(f"line {line} has {len(row)} fields, expected 2 (id,label)")
-            raw_id, raw_label = row[0].strip(), row[1].strip()
-            if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 9
-                    and int(raw_id) < n_test):
-                raise PredictionsError(f"line {line}: id {raw_id[:20]!r} is not a test image "
-                                       f"index 0..{n_test - 1}")
-            i = int(raw_id)
-            if pred[i] >= 0:
-                raise PredictionsError(f"line {line}: id {i} appears twice (first on line "
-                                       f"{first_line[i]}): write one row per test image")
-            label = index.get(raw_label.lower())
-            if label is None:
-                raise PredictionsError(f"line {line}: unknown label {raw_label[:30]!r}: labels "
-                                       f"are class names ({', '.join(classes)})")
-            pred[i], first_line[i] = label, line
-    except csv.Error as err:  # e.g. an unterminated quote
-        raise PredictionsError(f"line {rows.line_num}: not valid CSV ({err})") from None
+    pred = np.full(n_test, -1, dtype=np.int64)
+    first_line = np.zeros(n_test, dtype=np.int64)
+    for line, raw_id, raw_label in _rows(_decode(Path(path))):
+        if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 9
+                and int(raw_id) < n_test):
+            raise PredictionsError(f"line {line}: id {raw_id[:20]!r} is not a test image "
+                                   f"index 0..{n_test - 1}")
+        i = int(raw_id)
+        if pred[i] >= 0:
+            raise PredictionsError(f"line {line}: id {i} appears twice (first on line "
+                                   f"{first_line[i]}): write one row per test image")
+        label = index.get(raw_label.lower())
+        if label is None:
+            raise PredictionsError(f"line {line}: unknown label {raw_label[:30]!r}: labels "
+                                   f"are class names ({', '.join(classes)})")
+        pred[i], first_line[i] = label, line
     missing = np.flatnonzero(pred < 0)
     if len(missing):
         shown = ", ".join(str(i) for i in missing[:5]) + (", ..." if len(missing) > 5 else "")
