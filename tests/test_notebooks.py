@@ -36,3 +36,46 @@ def test_notebook_runs_in_ci_mode(notebook, tmp_path):
     params = ci_parameters(ROOT)[notebook.relative_to(ROOT).as_posix()]
     result = run_notebook(notebook, tmp_path, params, html=False)
     assert result.status == "ok", f"{result.notebook}: {result.status}: {result.detail}"
+
+
+# Chapters 1-6 also run at their full-size defaults, where CHECK_CLAIMS is True: every result
+# their text states is checked against the run's own numbers and a claim that does not hold
+# fails the notebook. (Chapter 7's full size needs a GPU and CIFAR-10.)
+FULL_SIZE = [nb for nb in NOTEBOOKS if nb.parent.name[:2] in {"01", "02", "03", "04", "05", "06"}]
+
+
+def claim_lines(notebook_path):
+    """The ✓ / ✗ lines the claims printed in an executed notebook."""
+    import nbformat
+
+    nb = nbformat.read(notebook_path, as_version=4)
+    text = "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code"
+                   for out in cell.get("outputs", []) if out.get("output_type") == "stream")
+    return [line for line in text.splitlines() if line[:1] in ("✓", "✗")]
+
+
+def test_the_full_size_list_covers_chapters_1_to_6():
+    assert [nb.parent.name[:2] for nb in FULL_SIZE] == ["01", "02", "03", "04", "05", "06"]
+
+
+@pytest.mark.slow
+@pytest.mark.fullsize
+@pytest.mark.parametrize("notebook", FULL_SIZE, ids=[nb.parent.name for nb in FULL_SIZE])
+def test_notebook_claims_hold_at_full_size(notebook, tmp_path):
+    result = run_notebook(notebook, tmp_path, {}, html=False)
+    assert result.status == "ok", f"{result.notebook}: {result.status}: {result.detail}"
+    lines = claim_lines(tmp_path / notebook.name)
+    assert len(lines) >= 10, f"{notebook.name}: only {len(lines)} claims checked"
+    assert all(line.startswith("✓") for line in lines), lines
+
+
+@pytest.mark.slow
+@pytest.mark.fullsize
+def test_a_broken_experiment_fails_its_claim(tmp_path):
+    """Dropout with p = 0 is no regularizer: the chapter's full-size run must stop at the claim
+    that dropout lowers the validation loss, with a message naming it."""
+    notebook = ROOT / "source/05_regularization/05_regularization.ipynb"
+    result = run_notebook(notebook, tmp_path, {"DROPOUT_P": 0.0, "N_SEEDS": 1}, html=False)
+    assert result.status == "failed", result
+    assert "claim does not hold: dropout p=0.0 reaches a lower minimum of the validation loss" \
+        in result.detail, result.detail
