@@ -25,6 +25,7 @@ def _grade_id(cell) -> str:
     return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id", "")
 
 
+@pytest.mark.slow
 def test_committed_release_is_up_to_date():
     """Fails when source/ changed and `course release` was not run (or release/ was edited)."""
     problems = check_release_up_to_date(ROOT)
@@ -63,6 +64,7 @@ def _validate(path):
 
 @pytest.mark.parametrize("folder", ["source", "release"])
 @pytest.mark.parametrize("assignment", sorted(EXERCISES))
+@pytest.mark.slow
 def test_nbgrader_validate_passes_on_source_and_fails_on_release(assignment, folder):
     """What a student sees with `nbgrader validate`: the stubs fail every test cell."""
     results = _validate(ROOT / folder / assignment / EXERCISES[assignment].notebook_name)
@@ -105,6 +107,7 @@ def _tiny_course(root):
     return folder / "01_tiny.ipynb"
 
 
+@pytest.mark.slow
 def test_release_is_deterministic_and_its_check_catches_changes(tmp_path):
     notebook = _tiny_course(tmp_path)
     release(tmp_path)
