@@ -349,51 +349,60 @@ def _signal_name(num: int) -> str:
         return f"signal {num}"
 
 
-def _run(argv, *, workdir: Path, timeout: float, memory_mb: int, max_procs: int,
-         max_output_bytes: int, cpu_seconds: int | None, file_mb: int, env: dict | None,
-         isolate: bool, readable) -> SandboxResult:
-    workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    cpu = int(cpu_seconds if cpu_seconds is not None else max(10, timeout + 10))
-    full_env = _clean_env(workdir, env)
-    pass_fds: list[int] = []
+def _isolated_command(argv, workdir: Path, readable) -> tuple[list[str], list[int], int | None]:
+    """The bubblewrap command line for ``argv``, the fds it reads /etc/passwd and /etc/group
+    from, and the sandbox uid (None: a user namespace maps the caller's own uid)."""
     uid = None
-    owner = (os.getuid(), os.getgid())
-    if isolate:
-        if os.geteuid() == 0:
-            uid = _next_uid()
-            _chown_tree(workdir, uid, uid)
-            passwd = f"root:x:0:0:root:/root:/bin/sh\nstudent:x:{uid}:{uid}::{workdir}:/bin/sh\n"
-            group = f"root:x:0:\nstudent:x:{uid}:\n"
-        else:
-            passwd = (f"student:x:{os.getuid()}:{os.getgid()}::{workdir}:/bin/sh\n")
-            group = f"student:x:{os.getgid()}:\n"
-        fds = []
-        for text in (passwd, group):
-            fd = os.memfd_create("course-sbx")
-            os.write(fd, text.encode())
-            os.lseek(fd, 0, os.SEEK_SET)
-            fds.append(fd)
-        pass_fds = fds
-        cmd = _bwrap_args(workdir, readable, uid, fds[0], fds[1])
-        if uid is not None:
-            cmd += [shutil.which("setpriv"), f"--reuid={uid}", f"--regid={uid}",
-                    "--clear-groups", "--no-new-privs", "--inh-caps=-all",
-                    "--bounding-set=-all", "--"]
-        cmd += [str(a) for a in argv]
+    if os.geteuid() == 0:
+        uid = _next_uid()
+        _chown_tree(workdir, uid, uid)
+        passwd = f"root:x:0:0:root:/root:/bin/sh\nstudent:x:{uid}:{uid}::{workdir}:/bin/sh\n"
+        group = f"root:x:0:\nstudent:x:{uid}:\n"
     else:
-        cmd = [str(a) for a in argv]
+        passwd = f"student:x:{os.getuid()}:{os.getgid()}::{workdir}:/bin/sh\n"
+        group = f"student:x:{os.getgid()}:\n"
+    fds = []
+    for text in (passwd, group):
+        fd = os.memfd_create("course-sbx")
+        os.write(fd, text.encode())
+        os.lseek(fd, 0, os.SEEK_SET)
+        fds.append(fd)
+    cmd = _bwrap_args(workdir, readable, uid, fds[0], fds[1])
+    if uid is not None:
+        cmd += [shutil.which("setpriv"), f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
+    return cmd + [str(a) for a in argv], fds, uid
+
+
+_SIGNAL_HINTS = {"SIGKILL": " (killed: memory exhausted?)", "SIGXCPU": " (CPU time limit)",
+                 "SIGXFSZ": " (file size limit)", "SIGSEGV": " (crashed)"}
+
+
+def _stop_reason(rc: int | None, timed_out: bool, flooded: bool, isolate: bool,
+                 timeout: float, max_output_bytes: int) -> str:
+    """Why the command stopped ("" for a normal exit)."""
+    if timed_out:
+        return f"timeout: still running after {timeout:g} s (killed)"
+    if flooded:
+        return f"output limit: more than {max_output_bytes} bytes on stdout/stderr (killed)"
+    signum = None
+    if rc is not None and rc < 0:
+        signum = -rc
+    elif isolate and rc is not None and 128 + 1 <= rc <= 128 + 64:
+        signum = rc - 128  # bubblewrap reports a child killed by signal N as exit status 128 + N
+    if signum is None:
+        return ""
+    name = _signal_name(signum)
+    return f"killed by {name}{_SIGNAL_HINTS.get(name, '')}"
+
+
+def _wait(proc, uid: int | None, timeout: float, max_output_bytes: int):
+    """Wait for ``proc`` within ``timeout`` and the output cap; kill all it left behind.
+
+    Returns (stdout, stderr, timed out, flooded).
+    """
     stdout, stderr = bytearray(), bytearray()
     state = {"lock": threading.Lock(), "total": 0, "flooded": False}
-    start = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            cmd, cwd=workdir, env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True, pass_fds=pass_fds,
-            preexec_fn=_rlimits(memory_mb, cpu, max_procs if isolate else 0, file_mb))
-    finally:
-        for fd in pass_fds:
-            os.close(fd)
 
     def kill() -> None:
         try:
@@ -434,28 +443,36 @@ def _run(argv, *, workdir: Path, timeout: float, memory_mb: int, max_procs: int,
             s.close()
         except OSError:
             pass
+    return stdout, stderr, timed_out, state["flooded"]
+
+
+def _run(argv, *, workdir: Path, timeout: float, memory_mb: int, max_procs: int,
+         max_output_bytes: int, cpu_seconds: int | None, file_mb: int, env: dict | None,
+         isolate: bool, readable) -> SandboxResult:
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    cpu = int(cpu_seconds if cpu_seconds is not None else max(10, timeout + 10))
+    owner = (os.getuid(), os.getgid())
+    cmd, pass_fds, uid = ([str(a) for a in argv], [], None)
+    if isolate:
+        cmd, pass_fds, uid = _isolated_command(argv, workdir, readable)
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            cmd, cwd=workdir, env=_clean_env(workdir, env), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            pass_fds=pass_fds,
+            preexec_fn=_rlimits(memory_mb, cpu, max_procs if isolate else 0, file_mb))
+    finally:
+        for fd in pass_fds:
+            os.close(fd)
+    stdout, stderr, timed_out, flooded = _wait(proc, uid, timeout, max_output_bytes)
     seconds = time.monotonic() - start
     _reclaim(workdir, *owner)  # links and special files out; ownership back to the caller
-    rc = proc.returncode
-    if timed_out:
-        reason = f"timeout: still running after {timeout:g} s (killed)"
-    elif state["flooded"]:
-        reason = f"output limit: more than {max_output_bytes} bytes on stdout/stderr (killed)"
-    elif rc is not None and rc < 0:
-        name = _signal_name(-rc)
-        hint = {"SIGKILL": " (killed: memory exhausted?)", "SIGXCPU": " (CPU time limit)",
-                "SIGXFSZ": " (file size limit)", "SIGSEGV": " (crashed)"}.get(name, "")
-        reason = f"killed by {name}{hint}"
-    elif isolate and rc is not None and rc >= 128 + 1 and rc <= 128 + 64:
-        # bubblewrap reports a child killed by signal N as exit status 128 + N
-        name = _signal_name(rc - 128)
-        hint = {"SIGKILL": " (killed: memory exhausted?)", "SIGXCPU": " (CPU time limit)",
-                "SIGXFSZ": " (file size limit)", "SIGSEGV": " (crashed)"}.get(name, "")
-        reason = f"killed by {name}{hint}"
-    else:
-        reason = ""
-    return SandboxResult(rc, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"),
-                         timed_out, reason, seconds)
+    reason = _stop_reason(proc.returncode, timed_out, flooded, isolate, timeout,
+                          max_output_bytes)
+    return SandboxResult(proc.returncode, stdout.decode("utf-8", "replace"),
+                         stderr.decode("utf-8", "replace"), timed_out, reason, seconds)
 
 
 def run_sandboxed(argv, *, workdir, timeout: float, memory_mb: int = 4096, max_procs: int = 512,
