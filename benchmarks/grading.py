@@ -35,8 +35,10 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from course.grading.exercises import registry  # noqa: E402
 from course.grading.samples import mistakes, sample_notebook  # noqa: E402
-from course.grading.trusted import GRADED  # noqa: E402
+
+EXERCISES = registry(ROOT)
 
 
 def make_submissions(assignment: str, n: int, dest: Path) -> dict[str, str]:
@@ -48,7 +50,7 @@ def make_submissions(assignment: str, n: int, dest: Path) -> dict[str, str]:
         student = f"student{i + 1:02d}"
         (dest / student).mkdir(parents=True)
         nbformat.write(sample_notebook(ROOT, assignment, kind),
-                       dest / student / GRADED[assignment].notebook)
+                       dest / student / EXERCISES[assignment].notebook_name)
         kinds[student] = kind
     return kinds
 
@@ -104,7 +106,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--students", type=int, default=20)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--assignments", nargs="*", default=list(GRADED))
+    parser.add_argument("--assignments", nargs="*", default=list(EXERCISES))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "GRADING.md")
     parser.add_argument("--note", default="", help="a line about the machine's load")
     args = parser.parse_args(argv)

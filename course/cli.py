@@ -107,13 +107,15 @@ def cmd_run(args) -> int:
 
 
 def cmd_release(args) -> int:
+    from course.grading.exercises import RegistryError, registry
     from course.grading.release import ReleaseError, release
     from course.notebooks import find_root
 
     root = find_root(args.root)
     try:
+        registry(root)  # every graded cell has a trusted check, and every check a cell
         written = release(root, args.assignments or None)
-    except ReleaseError as err:
+    except (RegistryError, ReleaseError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     _print_table([(p.name, str(p.relative_to(root)),
@@ -124,6 +126,7 @@ def cmd_release(args) -> int:
 
 
 def cmd_grade(args) -> int:
+    from course.grading.exercises import RegistryError
     from course.grading.grade import IsolationUnavailable, grade
 
     if args.no_isolation:
@@ -145,7 +148,7 @@ def cmd_grade(args) -> int:
         print(f"error: cannot isolate student code here: {err}\nInstall bubblewrap, or pass "
               "--no-isolation to grade without isolation (unsafe).", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, RegistryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print()
@@ -179,14 +182,15 @@ def _check_samples(rows, kinds: dict[str, str]) -> list[str]:
 def cmd_all(args) -> int:
     import shutil
 
+    from course.grading.exercises import registry
     from course.grading.grade import grade
     from course.grading.release import check_release_up_to_date
     from course.grading.samples import write_samples
     from course.grading.sandbox import isolation_available
-    from course.grading.trusted import GRADED
     from course.notebooks import discover, find_root, run_notebooks
 
     root = find_root(args.root)
+    graded_exercises = registry(root)  # stops here if a graded cell has no check
     out_dir = (args.out or root / "build" / ("all-ci" if args.ci else "all")).resolve()
     start = time.perf_counter()
     failures = []
@@ -210,7 +214,7 @@ def cmd_all(args) -> int:
         print(f"note: no sandbox here ({why}); grading the course's own samples without "
               "isolation. Real submissions need it: install bubblewrap.")
     table = []
-    for assignment in GRADED:
+    for assignment in graded_exercises:
         subs, graded = out_dir / "samples" / assignment, out_dir / "graded" / assignment
         for folder in (subs, graded):
             shutil.rmtree(folder, ignore_errors=True)

@@ -33,12 +33,13 @@ import nbformat
 import pytest
 from filelock import FileLock
 
+from course.grading.exercises import registry
 from course.grading.samples import solution_code
 from course.grading.sandbox import isolation_available
-from course.grading.trusted import GRADED, max_score
 
 ROOT = Path(__file__).resolve().parents[1]
 ADVERSARIAL = Path(__file__).parent / "adversarial"
+EXERCISES = registry(ROOT)
 
 pytestmark = pytest.mark.slow
 # Limits in seconds: an honest student's longest cell takes 3 s and its nbgrader step 15 s on an
@@ -70,16 +71,18 @@ _ONLY = {x.strip() for x in os.environ.get("COURSE_ADVERSARIAL_ONLY", "").split(
 RECIPES = [parse_recipe(p) for p in sorted(ADVERSARIAL.glob("a*.txt"))
            if not _ONLY or p.stem.split("_")[0] in _ONLY]
 HONEST = {  # student -> (assignment, solution, expected points)
-    "honest-correct-1": ("01_metrics", "correct", max_score("01_metrics")),
-    "honest-arith": ("01_metrics", "impl_arith_mean", 1.0),
-    "honest-correct-4": ("04_learning_rate", "correct", max_score("04_learning_rate")),
-    "honest-correct-5": ("05_regularization", "correct", max_score("05_regularization")),
+    "honest-correct-1": ("01_metrics", "correct", EXERCISES["01_metrics"].max_score),
+    "honest-arith": ("01_metrics", "f_arithmetic_mean", 1.0),
+    "honest-correct-4": ("04_learning_rate", "correct", EXERCISES["04_learning_rate"].max_score),
+    "honest-correct-5": ("05_regularization", "correct",
+                         EXERCISES["05_regularization"].max_score),
+    "honest-correct-6": ("06_batch_norm", "correct", EXERCISES["06_batch_norm"].max_score),
 }
 
 
 def solution_canaries(assignment: str) -> list[str]:
     """Lines of the instructor's solution that the released notebook does not contain."""
-    release = (ROOT / "release" / assignment / GRADED[assignment].notebook).read_text()
+    release = (ROOT / "release" / assignment / EXERCISES[assignment].notebook_name).read_text()
     lines = {line.strip() for line in solution_code(ROOT, assignment).splitlines()}
     return sorted(line for line in lines if len(line) >= 20 and line not in release
                   and re.fullmatch(r"[\w .,()=:+\-*/\[\]]+", line))
@@ -154,15 +157,16 @@ EDITS = {"tests_to_pass": _tests_to_pass, "unlock_tests": _unlock_tests,
 
 
 def build_notebook(assignment: str, solution: str, sections, edits, fill) -> nbformat.NotebookNode:
-    spec = GRADED[assignment]
-    nb = nbformat.read(ROOT / "release" / assignment / spec.notebook, as_version=4)
+    spec = EXERCISES[assignment]
+    nb = nbformat.read(ROOT / "release" / assignment / spec.notebook_name, as_version=4)
     index = next(i for i, c in enumerate(nb.cells) if _nbg(c).get("grade_id") == spec.solution_id)
     if solution == "correct":
         nb.cells[index].source = solution_code(ROOT, assignment)
     elif solution == "inline":
         nb.cells[index].source = fill(dict(sections)["solution"])
-    elif solution != "stub":
-        nb.cells[index].source = (ADVERSARIAL / f"{solution}.py").read_text()
+    elif solution != "stub":  # a wrong implementation of autograder/samples/
+        nb.cells[index].source = (ROOT / "autograder" / "samples" / assignment /
+                                  f"{solution}.py").read_text()
     extra = []
     for kind, text in sections:
         if kind == "cell":
@@ -239,7 +243,7 @@ def _write_batch(assignment, subs, fill, canary) -> dict[str, tuple[float, str]]
             notebooks[name] = (nb, expect)
     students = {}
     for name, (nb, expect) in notebooks.items():
-        path = subs / name / GRADED[assignment].notebook
+        path = subs / name / EXERCISES[assignment].notebook_name
         path.parent.mkdir(parents=True)
         nbformat.write(nb, path)
         students[name] = (expect, path.read_text())
@@ -260,7 +264,7 @@ def _grade_attacks(base: Path) -> dict:
     listener = Listener()
     batches, procs = {}, {}
     try:
-        for assignment in GRADED:
+        for assignment in EXERCISES:
             subs, out = base / assignment / "submissions", base / assignment / "out"
 
             def fill(text, out=out, assignment=assignment):
@@ -333,7 +337,7 @@ def _text(page: str) -> str:
 @pytest.mark.skipif(bool(_ONLY), reason="COURSE_ADVERSARIAL_ONLY selects a subset")
 def test_there_are_enough_attacks():
     assert len(RECIPES) >= 15
-    assert {r.assignment for r in RECIPES} == set(GRADED)
+    assert {r.assignment for r in RECIPES} == set(EXERCISES)
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[r.name for r in RECIPES])
@@ -341,7 +345,7 @@ def test_each_attack_gets_exactly_its_real_score(graded, recipe):
     batch = graded["batches"][recipe.assignment]
     row = batch["rows"][recipe.name]
     assert row.status == "graded", row.reason
-    assert row.max_score == max_score(recipe.assignment)
+    assert row.max_score == EXERCISES[recipe.assignment].max_score
     assert row.score == recipe.expect, (row.score, row.reason)
     if recipe.solution != "correct":
         feedback = _text(_feedback(batch["out"], recipe.name, recipe.assignment))

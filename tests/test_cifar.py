@@ -51,6 +51,7 @@ def one_thread():
 
 # --- files -------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_torchvision_reads_the_generated_files(fake_cifar10, monkeypatch):
     # The generated files cannot match the official MD5s, so only the MD5 check is switched off
     # here; everything else is torchvision's own CIFAR10 reading code.
@@ -100,6 +101,7 @@ def test_missing_weights_say_what_to_download_and_where(tmp_path, monkeypatch):
         build_model("resnet18", "IMAGENET9K")
 
 
+@pytest.mark.slow
 def test_weights_come_from_the_cache_or_a_file(tmp_path, monkeypatch):
     from torchvision.models import resnet18
 
@@ -275,6 +277,7 @@ def test_warmup_then_cosine_schedule():
     assert lrs[-1] < 0.002
 
 
+@pytest.mark.slow
 def test_fit_recipe_trains_and_writes_predictions(fake_cifar10, tmp_path):
     from dataclasses import replace
 
@@ -304,6 +307,7 @@ def test_fit_recipe_trains_and_writes_predictions(fake_cifar10, tmp_path):
 
 # --- several processes -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_ddp_with_gloo_keeps_two_processes_in_step(fake_cifar10, tmp_path):
     out = tmp_path / "state"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COURSE_PROGRESS": "0"}
@@ -342,6 +346,7 @@ def test_batched_transforms_match_the_notes_pil_pipeline():
     torch.testing.assert_close(flipped, batched.flip(-1), atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_throughput_helpers_measure_something():
     from course.throughput import (
         pil_loader_images_per_second,

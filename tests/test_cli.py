@@ -49,12 +49,12 @@ def test_course_all_accepts_only_the_solution_at_full_marks():
 def test_samples_put_each_kind_into_the_released_notebook(tmp_path):
     import nbformat
 
+    from course.grading.exercises import registry
     from course.grading.samples import mistakes, sample_notebook, solution_code, write_samples
-    from course.grading.trusted import GRADED
     from course.notebooks import find_root
 
     root = find_root()
-    for assignment, spec in GRADED.items():
+    for assignment, spec in registry(root).items():
         kinds = write_samples(root, assignment, tmp_path / assignment)
         assert set(kinds.values()) == {"solution", "release", *mistakes(root, assignment)}
         assert len(mistakes(root, assignment)) >= 2
@@ -63,9 +63,11 @@ def test_samples_put_each_kind_into_the_released_notebook(tmp_path):
             return next(c.source for c in nb.cells
                         if c.metadata.get("nbgrader", {}).get("grade_id") == spec.solution_id)
 
-        released = nbformat.read(root / "release" / assignment / spec.notebook, as_version=4)
+        released = nbformat.read(root / "release" / assignment / spec.notebook_name,
+                                 as_version=4)
         for student, kind in kinds.items():
-            nb = nbformat.read(tmp_path / assignment / student / spec.notebook, as_version=4)
+            nb = nbformat.read(tmp_path / assignment / student / spec.notebook_name,
+                               as_version=4)
             assert [c.source for c in nb.cells if c.cell_type == "markdown"] == \
                 [c.source for c in released.cells if c.cell_type == "markdown"]
             if kind == "release":

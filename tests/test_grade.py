@@ -21,14 +21,17 @@ import nbformat
 import pytest
 from filelock import FileLock
 
-from course.grading.grade import CSV_COLUMNS, GradeRow, _csv_safe, _parse_scores, grade
+from course.grading.exercises import registry
+from course.grading.grade import grade
+from course.grading.nbgrader_step import parse_scores
+from course.grading.results import CSV_COLUMNS, GradeRow, csv_safe, read_results
 from course.grading.samples import mistakes, sample_notebook
 from course.grading.sandbox import isolation_available
 from course.grading.submissions import collect
-from course.grading.trusted import GRADED
 
 ROOT = Path(__file__).resolve().parents[1]
 ISOLATE = isolation_available()[0]  # CI installs bubblewrap; elsewhere grade without it
+EXERCISES = registry(ROOT)
 WORKERS = 2
 
 ALL = object()  # every test cell fails
@@ -64,6 +67,16 @@ CASES = {
                           {"test_dropout_basics", "test_dropout_gradient", "test_dropout_module"},
                           "tamper-tests"),
     },
+    "06_batch_norm": {
+        "solution": ("solution", set(), "folder"),
+        "untouched": ("release", ALL, "zip"),
+        "biased-running-var": ("bn_biased_running_var",
+                               {"test_batch_norm_training", "test_batch_norm_4d"}, "folder"),
+        "batch-stats-at-eval": ("bn_batch_stats_at_eval",
+                                {"test_batch_norm_eval", "test_batch_norm_4d"}, "folder"),
+        "wrong-axes-4d": ("bn_wrong_axes_4d", {"test_batch_norm_4d"}, "assignment-folder"),
+        "calls-library": ("bn_calls_library", {"test_batch_norm_own_code"}, "folder"),
+    },
 }
 BROKEN = {  # chapter 1 batch: entries that cannot be graded normally
     "bad-json": "invalid notebook",
@@ -73,11 +86,13 @@ BROKEN = {  # chapter 1 batch: entries that cannot be graded normally
 }
 
 
-def test_every_sample_mistake_is_graded_in_a_batch():
-    used = {(a, what) for a, cases in CASES.items() for what, _, _ in cases.values()}
-    for assignment in GRADED:
-        for kind in mistakes(ROOT, assignment):
-            assert (assignment, kind) in used, f"autograder/samples/{assignment}/{kind}.py"
+def test_every_graded_chapter_has_a_batch_of_existing_samples():
+    """Every sample is scored against the notebook's tests in test_trusted.py; these batches
+    run the ones named above through nbgrader too."""
+    assert set(CASES) == set(EXERCISES)
+    for assignment, cases in CASES.items():
+        for what, _, _ in cases.values():
+            assert what in {"solution", "release", *mistakes(ROOT, assignment)}, what
 
 
 def _grade_id(cell) -> str:
@@ -88,7 +103,7 @@ def submission(assignment: str, what: str, how: str = "folder"):
     """The released notebook with ``what`` in the solution cell ("release": left as released)."""
     nb = sample_notebook(ROOT, assignment, what)
     if how == "tamper-tests":
-        tests = [c for c in nb.cells if _grade_id(c) in GRADED[assignment].cells]
+        tests = [c for c in nb.cells if _grade_id(c) in EXERCISES[assignment].points]
         for cell in tests[::2]:
             cell.source = "assert True  # all good"
         nb.cells = [c for c in nb.cells if not any(c is t for t in tests[1::2])]
@@ -159,8 +174,6 @@ def _grade_batches(shared: Path) -> None:
 
 
 def _latest_rows(out: Path) -> list[GradeRow]:
-    from course.grading.grade import read_results
-
     return list({r.student_id: r for r in read_results(out)}.values())
 
 
@@ -176,6 +189,7 @@ def _failing(row: GradeRow) -> set[str]:
 # --------------------------------------------------------------------------- on real batches
 
 
+@pytest.mark.slow
 def test_every_submission_has_a_row(batch):
     assignment, out, rows, _ = batch
     expected = set(CASES[assignment]) | (set(BROKEN) if assignment == "01_metrics" else set())
@@ -185,32 +199,35 @@ def test_every_submission_has_a_row(batch):
     assert list(table[0]) == CSV_COLUMNS
     assert {r["student_id"] for r in table} == expected
     assert all(r["assignment"] == assignment for r in table)
-    max_score = sum(GRADED[assignment].cells.values())
+    max_score = EXERCISES[assignment].max_score
     assert all(float(r["max_score"]) == max_score for r in table)
 
 
+@pytest.mark.slow
 def test_solution_gets_full_marks(batch):
     assignment, out, rows, _ = batch
     row = rows["solution"]
-    max_score = sum(GRADED[assignment].cells.values())
+    max_score = EXERCISES[assignment].max_score
     assert (row.status, row.score, row.max_score) == ("graded", max_score, max_score), row.reason
     assert row.nbgrader_score == max_score and not row.flagged and row.reason == ""
 
 
+@pytest.mark.slow
 def test_untouched_release_gets_zero(batch):
     assignment, _, rows, _ = batch
     if "untouched" not in rows:
         pytest.skip("no untouched release in this batch (nbgrader validate checks it fails)")
     row = rows["untouched"]
     assert (row.status, row.score, row.nbgrader_score, row.flagged) == ("graded", 0, 0, False)
-    assert _failing(row) == set(GRADED[assignment].cells)
+    assert _failing(row) == set(EXERCISES[assignment].points)
     assert all("NotImplementedError" in c["message"] for c in row.cells.values()), row.cells
 
 
+@pytest.mark.slow
 def test_wrong_implementations_fail_the_right_cells(batch):
     """Partial marks: exactly the expected cells fail; nbgrader agrees with the trusted check."""
     assignment, _, rows, _ = batch
-    cells = GRADED[assignment].cells
+    cells = EXERCISES[assignment].points
     for student, (_, failing, _) in CASES[assignment].items():
         row = rows[student]
         expected = set(cells) if failing is ALL else failing
@@ -224,6 +241,7 @@ def test_wrong_implementations_fail_the_right_cells(batch):
             assert cell["nbgrader"] == cell["points"], (student, gid)
 
 
+@pytest.mark.slow
 def test_edited_or_deleted_test_cells_are_not_rewarded(batch, tmp_path):
     assignment, out, rows, _ = batch
     if assignment != "05_regularization":
@@ -235,11 +253,12 @@ def test_edited_or_deleted_test_cells_are_not_rewarded(batch, tmp_path):
     graded = out / "work" / "tampers-tests" / "nbgrader" / "autograded" / "tampers-tests"
     nb = nbformat.read(graded / assignment / f"{assignment}.ipynb", as_version=4)
     restored = {_grade_id(c): c.source for c in nb.cells
-                if _grade_id(c) in GRADED[assignment].cells}
-    assert set(restored) == set(GRADED[assignment].cells)
+                if _grade_id(c) in EXERCISES[assignment].points}
+    assert set(restored) == set(EXERCISES[assignment].points)
     assert not any("assert True  # all good" in src for src in restored.values())
 
 
+@pytest.mark.slow
 def test_feedback_html_for_each_graded_student(batch):
     assignment, out, rows, _ = batch
     for student, row in rows.items():
@@ -253,6 +272,7 @@ def test_feedback_html_for_each_graded_student(batch):
             assert not page.exists()
 
 
+@pytest.mark.slow
 def test_broken_submissions_get_a_reason(batch):
     assignment, _, rows, stdout = batch
     if assignment != "01_metrics":
@@ -269,6 +289,7 @@ def test_broken_submissions_get_a_reason(batch):
     assert "student" in stdout and "reason" in stdout and "graded" in stdout
 
 
+@pytest.mark.slow
 def test_resume_regrades_only_what_is_missing(batch, tmp_path):
     assignment, out, rows, _ = batch
     if assignment != "01_metrics":
@@ -294,6 +315,7 @@ def test_resume_regrades_only_what_is_missing(batch, tmp_path):
 # --------------------------------------------------------------------------- one-offs
 
 
+@pytest.mark.slow
 def test_timeout_is_recorded(tmp_path):
     """A solution cell that never returns: both steps are stopped and the row says why."""
     nb = submission("01_metrics", "solution")
@@ -358,17 +380,17 @@ def test_collect_layouts_and_bad_entries(tmp_path):
 
 def test_scores_from_the_sandbox_are_parsed_strictly():
     good = {"ok": True, "error": "", "scores": {"a": [1.0, 2.0], "b": [0, 1]}}
-    assert _parse_scores(good) == ({"a": 1.0, "b": 0.0}, "")
+    assert parse_scores(good) == ({"a": 1.0, "b": 0.0}, "")
     for bad in ([], {"ok": True, "error": "", "scores": {"a": [float("nan"), 1]}},
                 {"ok": True, "error": "", "scores": {"a": ["1", 1]}},
                 {"ok": True, "error": "", "scores": {"a": [True, 1]}},
                 {"ok": "yes", "error": "", "scores": {}},
                 {"ok": True, "error": 3, "scores": {}}):
-        scores, problem = _parse_scores(bad)
+        scores, problem = parse_scores(bad)
         assert scores == {} and problem, bad
 
 
 def test_csv_cells_cannot_become_formulas():
-    assert _csv_safe("=HYPERLINK(\"x\")") == "'=HYPERLINK(\"x\")"
-    assert _csv_safe("-1+2") == "'-1+2" and _csv_safe(-1.0) == -1.0
-    assert _csv_safe("failed test_x") == "failed test_x" and _csv_safe(None) == ""
+    assert csv_safe("=HYPERLINK(\"x\")") == "'=HYPERLINK(\"x\")"
+    assert csv_safe("-1+2") == "'-1+2" and csv_safe(-1.0) == -1.0
+    assert csv_safe("failed test_x") == "failed test_x" and csv_safe(None) == ""

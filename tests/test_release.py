@@ -9,21 +9,23 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from course.grading.exercises import registry
 from course.grading.release import (
     ReleaseError,
     assignments,
     check_release_up_to_date,
     release,
 )
-from course.grading.trusted import GRADED
 
 ROOT = Path(__file__).resolve().parents[1]
+EXERCISES = registry(ROOT)
 
 
 def _grade_id(cell) -> str:
     return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id", "")
 
 
+@pytest.mark.slow
 def test_committed_release_is_up_to_date():
     """Fails when source/ changed and `course release` was not run (or release/ was edited)."""
     problems = check_release_up_to_date(ROOT)
@@ -31,18 +33,18 @@ def test_committed_release_is_up_to_date():
     assert sorted(p.name for p in (ROOT / "release").iterdir() if p.is_dir()) == assignments(ROOT)
 
 
-@pytest.mark.parametrize("assignment", sorted(GRADED))
+@pytest.mark.parametrize("assignment", sorted(EXERCISES))
 def test_released_notebook_hides_solutions_and_hidden_tests(assignment):
-    spec = GRADED[assignment]
-    source = nbformat.read(ROOT / "source" / assignment / spec.notebook, as_version=4)
-    released = nbformat.read(ROOT / "release" / assignment / spec.notebook, as_version=4)
+    spec = EXERCISES[assignment]
+    source = nbformat.read(spec.notebook, as_version=4)
+    released = nbformat.read(ROOT / "release" / assignment / spec.notebook_name, as_version=4)
     text = nbformat.writes(released)
     assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text
     assert "HIDDEN TESTS" in nbformat.writes(source)  # the source keeps them
     by_id = {_grade_id(c): c for c in released.cells if _grade_id(c)}
-    assert set(by_id) == {spec.solution_id, *spec.cells}
+    assert set(by_id) == {spec.solution_id, *spec.points}
     assert "raise NotImplementedError()" in by_id[spec.solution_id].source
-    for gid, points in spec.cells.items():
+    for gid, points in spec.points.items():
         meta = by_id[gid].metadata
         assert meta.nbgrader["points"] == points and meta.nbgrader["locked"] is True, gid
         assert meta["editable"] is False and meta["deletable"] is False, gid
@@ -61,16 +63,17 @@ def _validate(path):
 
 
 @pytest.mark.parametrize("folder", ["source", "release"])
-@pytest.mark.parametrize("assignment", sorted(GRADED))
+@pytest.mark.parametrize("assignment", sorted(EXERCISES))
+@pytest.mark.slow
 def test_nbgrader_validate_passes_on_source_and_fails_on_release(assignment, folder):
     """What a student sees with `nbgrader validate`: the stubs fail every test cell."""
-    results = _validate(ROOT / folder / assignment / GRADED[assignment].notebook)
+    results = _validate(ROOT / folder / assignment / EXERCISES[assignment].notebook_name)
     if folder == "source":
         assert results == {}, results
     else:
         assert set(results) == {"failed"}
         errors = [cell["raw_error"] for cell in results["failed"]]
-        assert len(errors) == len(GRADED[assignment].cells)
+        assert len(errors) == len(EXERCISES[assignment].points)
         assert all("NotImplementedError" in e for e in errors), errors
 
 
@@ -104,11 +107,10 @@ def _tiny_course(root):
     return folder / "01_tiny.ipynb"
 
 
+@pytest.mark.slow
 def test_release_is_deterministic_and_its_check_catches_changes(tmp_path):
-    from course.cli import main
-
     notebook = _tiny_course(tmp_path)
-    assert main(["release", "--root", str(tmp_path)]) == 0
+    release(tmp_path)
     released = tmp_path / "release" / "01_tiny"
     assert sorted(p.name for p in released.iterdir()) == ["01_tiny.ipynb", "data.csv"]
     first = (released / "01_tiny.ipynb").read_bytes()
@@ -132,3 +134,16 @@ def test_release_is_deterministic_and_its_check_catches_changes(tmp_path):
     nbformat.write(nb, notebook)
     with pytest.raises(ReleaseError, match="generate_assignment 01_tiny failed"):
         release(tmp_path)
+
+
+def test_course_release_stops_when_a_graded_cell_has_no_trusted_check(tmp_path, capsys):
+    """The tiny course's test cell has no exercise module: the instructor is told, and nothing
+    is released."""
+    from course.cli import main
+
+    _tiny_course(tmp_path)
+    assert main(["release", "--root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "test cells (test_double) but no module in course/grading/exercises/" in err
+    assert "there is no source/01_metrics/" in err  # and the course's own modules, no notebook
+    assert not (tmp_path / "release").exists()

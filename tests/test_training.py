@@ -24,6 +24,7 @@ def make_model(seed=0):
     return nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 2))
 
 
+@pytest.mark.slow
 def test_loss_goes_down_and_history(loaders):
     train, val = loaders
     model = make_model()
@@ -40,6 +41,7 @@ def test_loss_goes_down_and_history(loaders):
     assert frame.shape == (5, 5)
 
 
+@pytest.mark.slow
 def test_fit_is_reproducible_with_a_seed(loaders):
     train, val = loaders
 
@@ -64,6 +66,7 @@ class Spoiler(Callback):
                     p.add_(torch.randn_like(p) * 0.5)
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_and_restores_best(loaders):
     train, val = loaders
     model = make_model()
@@ -79,6 +82,7 @@ def test_early_stopping_stops_and_restores_best(loaders):
     assert restored == pytest.approx(h["val_loss"][best_epoch], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_early_stopping_resets_between_fits(loaders):
     train, val = loaders
     stopper = EarlyStopping(monitor="val_accuracy", patience=1, min_delta=1.0)
@@ -97,6 +101,7 @@ def test_early_stopping_names_missing_metric(loaders):
             optimizer=torch.optim.SGD(model.parameters(), lr=0.01))
 
 
+@pytest.mark.slow
 def test_scheduler_per_epoch_and_per_batch(loaders):
     train, val = loaders
     model = make_model()

@@ -8,8 +8,12 @@ Usage (the trusted side does this)::
 ``numpy.py`` or ``torch.py`` a student left beside the notebook cannot shadow a library; this
 file imports only the standard library, NumPy and torch, and never the ``course`` package.
 
-The plan (JSON, written by the trusted side) names the solution file and a list of probes:
-grader-chosen inputs (JSON numbers or ``.npy`` files) to call the student's functions with.
+The plan (JSON, written by the trusted side) names the solution file, the exercise's own
+sandbox-side code if it has any (a file that defines ``SCENARIOS``, see
+``course/grading/exercises/``), and a list of probes: grader-chosen inputs (JSON numbers or
+``.npy`` files) to call the student's functions with (``call``), or to run one of the
+exercise's scenarios with (``scenario``). A probe's ``forbid`` list names library functions
+that raise, and are reported, if the student's code calls them during that probe.
 Each probe's outcome is written as ``results/<id>.json`` plus ``results/<id>_<n>.npy`` arrays
 (``allow_pickle=False``), right after the probe ran, so an endless loop in one function only
 costs the probes after it. Values are described by exact type (``type(v) is float``, never a
@@ -38,6 +42,10 @@ _MAX_ITEMS = 16
 
 class ProbeTimeout(BaseException):
     """Raised by the alarm when one probe runs too long (BaseException: harder to swallow)."""
+
+
+class ForbiddenCall(Exception):
+    """Raised by a library function the exercise forbids (the call is recorded too)."""
 
 
 def _alarm(signum, frame):
@@ -194,115 +202,12 @@ class Harness:
             extra["inputs_after"] = [self.enc(a, pid, counter) for a in args]
         return {"results": results, **extra}
 
-    def probe_module(self, probe, pid, counter):
-        """Build the student's nn.Module class and run it through train/eval switches."""
-        torch = self.torch
-        cls = self.func(probe["cls"])
-        info = {}
-        layer = cls(*[self.arg(a) for a in probe.get("args", [])])
-        info["is_module"] = _isinstance(layer, torch.nn.Module)
-        info["p"] = self.enc(getattr(layer, "p", None), pid, counter)
-        info["default_p"] = self.enc(getattr(cls(), "p", None), pid, counter)
-        info["n_parameters"] = _len(_list(layer.parameters()))
-        info["n_state"] = _len(layer.state_dict())
-        x = self.arg(probe["x"])
-        outs = []
-        for mode in probe["modes"]:
-            layer.train(mode == "train")
-            outs.append(self.enc(layer(x), pid, counter))
-        info["outputs"] = outs
-        return info
-
-    def probe_sequential(self, probe, pid, counter):
-        """nn.Sequential(Linear, ReLU, <student layer>, Linear) with the grader's weights."""
-        torch = self.torch
-        nn = torch.nn
-        cls = self.func(probe["cls"])
-        w = [self.from_numpy(self.arg(a).copy()) for a in probe["weights"]]
-        first, last = nn.Linear(w[0].shape[1], w[0].shape[0]), nn.Linear(w[2].shape[1],
-                                                                           w[2].shape[0])
-        with self.no_grad():
-            first.weight.copy_(w[0])
-            first.bias.copy_(w[1])
-            last.weight.copy_(w[2])
-            last.bias.copy_(w[3])
-        net = nn.Sequential(first, nn.ReLU(), cls(self.arg(probe["p"])), last)
-        x = self.from_numpy(self.arg(probe["x"]).copy())
-        info = {}
-        net.eval()
-        with self.no_grad():
-            info["eval"] = [self.enc(net(x), pid, counter) for _ in range(2)]
-        net.train()
-        a = net(x)
-        b = net(x)
-        info["train"] = [self.enc(a, pid, counter), self.enc(b, pid, counter)]
-        a.sum().backward()
-        info["grad_first"] = self.enc(first.weight.grad, pid, counter)
-        net.eval()
-        with self.no_grad():
-            info["eval_after"] = self.enc(net(x), pid, counter)
-        return info
-
-    def probe_optimizer(self, probe, pid, counter):
-        """Run the student's optimizer on the grader's model and record every parameter."""
-        torch = self.torch
-        cls = self.func(probe["cls"])
-        params = [torch.nn.Parameter(self.from_numpy(self.arg(a).copy()))
-                  for a in probe["params"]]
-        groups = []
-        for g in probe["groups"]:
-            group = {"params": [params[i] for i in g["params"]]}
-            for key in ("lr", "momentum"):
-                if key in g:
-                    group[key] = g[key]
-            groups.append(group)
-        kwargs = dict(probe.get("kwargs", {}))
-        opt = cls(groups if probe.get("use_groups") else groups[0]["params"], **kwargs)
-        info = {"is_optimizer": _isinstance(opt, torch.optim.Optimizer)}
-        targets = [self.from_numpy(self.arg(a).copy()) for a in probe["targets"]]
-        no_grad = set(probe.get("no_grad", []))
-        lr_changes = {int(k): v for k, v in probe.get("lr_changes", {}).items()}
-        trajectory = []
-        for step in range(probe["steps"]):
-            if step in lr_changes:
-                for group in opt.param_groups:
-                    group["lr"] = lr_changes[step]
-            for p in params:
-                p.grad = None
-            loss = 0
-            for i, (p, target) in enumerate(zip(params, targets, strict=True)):
-                if i in no_grad:
-                    continue
-                loss = loss + ((p - target) ** 2 * (1.0 + 0.1 * step)).sum() + (p ** 3).sum() * 0.01
-            loss.backward()
-            opt.step()
-            snap = [self.asarray(self.tensor_numpy(self.tensor_detach(p).clone()))
-                    for p in params]
-            trajectory.append(snap)
-        for i in range(len(params)):
-            arr = self.np.stack([snap[i] for snap in trajectory])
-            info[f"param{i}"] = {"t": "trajectory", "dtype": _str(arr.dtype),
-                                 "shape": _list(arr.shape), "npy": self.save(arr, pid, counter)}
-        return info
-
     def probe_scenario(self, probe, pid, counter):
-        """Run one of SCENARIOS with the student's class and the grader's data."""
+        """Run a scenario of the exercise's sandbox code with the student's class or function."""
         cls = self.func(probe["cls"])
         data = self.convert(probe["data"])
-        out = SCENARIOS[probe["scenario"]](cls, data, self.torch)
+        out = self.scenarios[probe["scenario"]](cls, data, self.torch)
         return {"values": {k: self.enc(v, pid, counter) for k, v in out.items()}}
-
-    def probe_construct(self, probe, pid, counter):
-        """Construct a class with given arguments: the answer is the exception (if any)."""
-        torch = self.torch
-        cls = self.func(probe["cls"])
-        param = torch.nn.Parameter(torch.zeros(2))
-        try:
-            cls([param], **probe["kwargs"])
-        except Exception as exc:
-            return {"result": {"t": "exception", "name": _type(exc).__name__,
-                               "is_value_error": _isinstance(exc, ValueError)}}
-        return {"result": {"t": "ok"}}
 
     # ------------------------------------------------------------------ main
     def watchdog(self):
@@ -335,19 +240,24 @@ class Harness:
         sys.path[:] = path
         builtins.__dict__.update(names)
 
-    def run(self):
-        plan = self.plan
-        self.snapshot()
-        self.current = (None, 0.0)
-        threading.Thread(target=self.watchdog, daemon=True).start()
-        signal.signal(signal.SIGALRM, _alarm)
-        seconds = _float(plan.get("probe_seconds", 20))
-        with _open(os.path.join(self.base, plan["solution"]), encoding="utf-8") as fh:
+    def load_sandbox_code(self):
+        """The exercise's own sandbox-side code (its SCENARIOS), run before the student's."""
+        name = self.plan.get("sandbox_code")
+        self.scenarios = {}
+        if name:
+            with _open(os.path.join(self.base, name), encoding="utf-8") as fh:
+                namespace = {"__name__": "exercise_sandbox_code"}
+                exec(compile(fh.read(), name, "exec"), namespace)
+            self.scenarios = namespace["SCENARIOS"]
+
+    def exec_solution(self):
+        """Run the solution cell in a fresh namespace; its outcome is written as "exec"."""
+        with _open(os.path.join(self.base, self.plan["solution"]), encoding="utf-8") as fh:
             source = fh.read()
         self.namespace = {"__name__": "__main__", "__builtins__": __builtins__,
                           "get_ipython": _Stub(), "display": print}
         status = {"t": "ok"}
-        self.start("exec", _float(plan.get("exec_seconds", 60)))
+        self.start("exec", _float(self.plan.get("exec_seconds", 60)))
         try:
             exec(compile(source, "<solution cell>", "exec"), self.namespace)
         except ProbeTimeout:
@@ -360,29 +270,64 @@ class Harness:
             self.current = (None, 0.0)
             self.restore()
         self.write("exec", status)
-        handlers = {"call": self.probe_call, "module": self.probe_module,
-                    "sequential": self.probe_sequential, "optimizer": self.probe_optimizer,
-                    "construct": self.probe_construct,
-                    "scenario": self.probe_scenario}
-        for probe in plan["probes"]:
-            pid = probe["id"]
-            counter = [0]
-            seed = probe.get("seed", 0)
-            random.seed(seed)
-            self.np.random.seed(seed % 2**32)
-            self.manual_seed(seed)
-            self.start(pid, seconds)
-            try:
-                record = {"status": "ok", **handlers[probe["kind"]](probe, pid, counter)}
-            except ProbeTimeout:
-                record = {"status": "timeout"}
-            except BaseException as exc:  # noqa: BLE001
-                record = {"status": "error", "error": f"{_type(exc).__name__}: {exc}"[:300]}
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                self.restore()
-            self.write(pid, record)
-            self.current = (None, 0.0)
+
+    def forbid(self, names, calls):
+        """Replace each dotted library function by one that records the call and raises.
+
+        Returns what to put back. Modules are taken from the harness's own snapshot, so a
+        student's fake module in sys.modules is not what gets patched.
+        """
+        modules = self.saved[0]
+        patched = []
+        for name in names:
+            module_name, _, attr = name.rpartition(".")
+            module = modules.get(module_name)
+            if module is None or not hasattr(module, attr):
+                continue
+
+            def forbidden(*args, _name=name, **kwargs):
+                calls.append(_name)
+                raise ForbiddenCall(f"{_name} may not be used in this exercise")
+
+            patched.append((module, attr, getattr(module, attr)))
+            setattr(module, attr, forbidden)
+        return patched
+
+    def run_probe(self, probe, seconds):
+        pid, counter, calls = probe["id"], [0], []
+        seed = probe.get("seed", 0)
+        random.seed(seed)
+        self.np.random.seed(seed % 2**32)
+        self.manual_seed(seed)
+        handler = {"call": self.probe_call, "scenario": self.probe_scenario}[probe["kind"]]
+        patched = self.forbid(probe.get("forbid", []), calls)
+        self.start(pid, seconds)
+        try:
+            record = {"status": "ok", **handler(probe, pid, counter)}
+        except ProbeTimeout:
+            record = {"status": "timeout"}
+        except BaseException as exc:  # noqa: BLE001
+            record = {"status": "error", "error": f"{_type(exc).__name__}: {exc}"[:300]}
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            for module, attr, original in patched:
+                setattr(module, attr, original)
+            self.restore()
+        if calls:
+            record["forbidden_calls"] = sorted(set(calls))
+        self.write(pid, record)
+        self.current = (None, 0.0)
+
+    def run(self):
+        self.snapshot()
+        self.current = (None, 0.0)
+        threading.Thread(target=self.watchdog, daemon=True).start()
+        signal.signal(signal.SIGALRM, _alarm)
+        self.load_sandbox_code()
+        self.exec_solution()
+        seconds = _float(self.plan.get("probe_seconds", 20))
+        for probe in self.plan["probes"]:
+            self.run_probe(probe, seconds)
         self.write("done", {"status": "ok"})
 
     def write(self, pid, record):
@@ -391,203 +336,6 @@ class Harness:
         with _open(tmp, "w", encoding="utf-8") as fh:
             self.json_dump(record, fh)
         os.replace(tmp, path)
-
-
-# --------------------------------------------------------------------------- optimizer scenarios
-# Each scenario drives an optimizer class ``cls`` (the student's MomentumSGD in the sandbox, a
-# torch.optim.SGD reference in the trusted process) through the same steps on the grader's data
-# and returns what it saw: {name: tensor or Python value}. ``data`` values are NumPy arrays or
-# JSON values.
-
-
-def _t(torch, arr, requires_grad=False):
-    tensor = torch.from_numpy(arr.copy())
-    return tensor.requires_grad_(True) if requires_grad else tensor
-
-
-def _snap(p):
-    return p.detach().clone()
-
-
-def scenario_basic(cls, data, torch):
-    """Two steps on one parameter with a fixed gradient; the velocity after each."""
-    rec = {"is_optimizer": issubclass(cls, torch.optim.Optimizer)}
-    w = _t(torch, data["w0"], True)
-    opt = cls([w], lr=data["lr"], momentum=data["momentum"])
-    w.grad = _t(torch, data["g"])
-    rec["step_return"] = opt.step()
-    rec["w1"] = _snap(w)
-    rec["v1"] = opt.state[w]["velocity"].detach().clone()
-    opt.step()
-    rec["v2"] = opt.state[w]["velocity"].detach().clone()
-    rec["w2"] = _snap(w)
-    return rec
-
-
-def scenario_two_params(cls, data, torch):
-    """Two parameters of the same shape with different gradients: one velocity each."""
-    a, b = _t(torch, data["a0"], True), _t(torch, data["b0"], True)
-    opt = cls([a, b], lr=data["lr"], momentum=data["momentum"])
-    for _ in range(2):
-        a.grad, b.grad = _t(torch, data["ga"]), _t(torch, data["gb"])
-        opt.step()
-    return {"a": _snap(a), "b": _snap(b)}
-
-
-def scenario_default_and_closure(cls, data, torch):
-    """The default momentum, and step(closure) returning the closure's loss."""
-    x = _t(torch, data["x0"], True)
-    opt = cls([x], lr=data["lr"])
-    rec = {"momentum": opt.param_groups[0]["momentum"]}
-
-    def closure():
-        opt.zero_grad()
-        loss = (x ** 2).sum()
-        loss.backward()
-        return loss
-
-    loss = opt.step(closure)
-    rec["loss_is_tensor"] = isinstance(loss, torch.Tensor)
-    rec["loss"] = loss.detach().clone() if isinstance(loss, torch.Tensor) else loss
-    rec["x1"] = _snap(x)
-    return rec
-
-
-def scenario_given_grads(cls, data, torch):
-    """Steps with gradients the grader gives (any shape/dtype); the parameter after each."""
-    p = _t(torch, data["init"], True)
-    opt = cls([p], lr=data["lr"], momentum=data["momentum"])
-    rec = {}
-    grads = data["grads"]
-    for i in range(grads.shape[0]):
-        if data.get("zero_inplace") and i > 0:
-            p.grad.zero_()
-        else:
-            p.grad = _t(torch, grads[i])
-        opt.step()
-        rec[f"step{i}"] = _snap(p)
-    return rec
-
-
-def _model(torch, data):
-    nn = torch.nn
-    layers = []
-    for spec in data["layers"]:
-        if spec[0] == "linear":
-            layers.append(nn.Linear(spec[1], spec[2]))
-        elif spec[0] == "tanh":
-            layers.append(nn.Tanh())
-        else:
-            layers.append(nn.ReLU())
-    model = nn.Sequential(*layers)
-    if data["dtype"] == "float64":
-        model = model.double()
-    with torch.no_grad():
-        for p, arr in zip(model.parameters(), data["init"], strict=True):
-            p.copy_(torch.from_numpy(arr.copy()))
-    return model
-
-
-def scenario_trajectory(cls, data, torch):
-    """Train a model with cross-entropy; every parameter after every step."""
-    model = _model(torch, data)
-    x, y = _t(torch, data["x"]), _t(torch, data["y"])
-    opt = cls(model.parameters(), lr=data["lr"], momentum=data["momentum"])
-    sched = None
-    if data.get("step_lr"):
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=data["step_lr"][0],
-                                                gamma=data["step_lr"][1])
-    changes = {int(k): v for k, v in data.get("lr_changes", {}).items()}
-    params = list(model.parameters())
-    history = [[] for _ in params]
-    for step in range(data["steps"]):
-        if step in changes:
-            for group in opt.param_groups:
-                group["lr"] = changes[step]
-        opt.zero_grad(set_to_none=data.get("set_to_none", True))
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-        if sched is not None:
-            sched.step()
-        for h, p in zip(history, params, strict=True):
-            h.append(_snap(p))
-    return {f"p{i}": torch.stack(h) for i, h in enumerate(history)}
-
-
-def scenario_two_groups(cls, data, torch):
-    """Two param groups with their own lr/momentum, and a tensor that never gets a gradient."""
-    net = _model(torch, data)
-    frozen = _t(torch, data["frozen"])
-    x, y = _t(torch, data["x"]), _t(torch, data["y"])
-    groups = [{"params": list(net[0].parameters()) + [frozen]},
-              {"params": net[2].parameters(), "lr": data["lr2"], "momentum": data["mom2"]}]
-    opt = cls(groups, lr=data["lr"], momentum=data["momentum"])
-    params = list(net.parameters())
-    history = [[] for _ in params]
-    for _ in range(data["steps"]):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(x), y).backward()
-        opt.step()
-        for h, p in zip(history, params, strict=True):
-            h.append(_snap(p))
-    rec = {f"p{i}": torch.stack(h) for i, h in enumerate(history)}
-    rec["frozen_grad_is_none"] = frozen.grad is None
-    rec["frozen"] = _snap(frozen)
-    return rec
-
-
-def scenario_three_groups(cls, data, torch):
-    """Three groups, learning rates changed per group mid-way, a parameter used every other step,
-    and a parameter never used at all."""
-    nn = torch.nn
-    l1, l2, l3 = (_model(torch, {"layers": [spec], "dtype": "float64", "init": data[k]})[0]
-                  for spec, k in ((["linear", 3, 6], "i1"), (["linear", 6, 4], "i2"),
-                                  (["linear", 4, 2], "i3")))
-    extra = nn.Parameter(_t(torch, data["extra"]))
-    xs, ys = _t(torch, data["x"]), _t(torch, data["y"])
-    groups = [{"params": l1.parameters(), "momentum": data["m1"]},
-              {"params": list(l2.parameters()) + [extra], "lr": data["lr2"]},
-              {"params": l3.parameters(), "lr": data["lr3"], "momentum": 0.0}]
-    opt = cls(groups, lr=data["lr"], momentum=data["momentum"])
-    params = [*l1.parameters(), *l2.parameters(), *l3.parameters(), extra]
-    history = [[] for _ in params]
-    for step in range(data["steps"]):
-        if step == data["change1"]:
-            opt.param_groups[0]["lr"] = data["new_lr0"]
-        if step == data["change2"]:
-            opt.param_groups[1]["lr"] = data["new_lr1"]
-            opt.param_groups[2]["lr"] = data["new_lr2"]
-        opt.zero_grad(set_to_none=True)
-        out = l3(torch.relu(l2(torch.tanh(l1(xs)))))
-        if step % 2 == 0:
-            out = out + extra
-        nn.functional.cross_entropy(out, ys).backward()
-        opt.step()
-        for h, p in zip(history, params, strict=True):
-            h.append(_snap(p))
-    rec = {f"p{i}": torch.stack(h) for i, h in enumerate(history)}
-    unused = _t(torch, data["unused"], True)
-    used = _t(torch, data["used"], True)
-    opt = cls([unused, used], lr=data["lr"])
-    for _ in range(3):
-        opt.zero_grad()
-        (used ** 2).sum().backward()
-        opt.step()
-    rec["unused_grad_is_none"] = unused.grad is None
-    rec["unused"] = _snap(unused)
-    rec["used"] = _snap(used)
-    return rec
-
-
-SCENARIOS = {
-    "basic": scenario_basic,
-    "two_params": scenario_two_params,
-    "default_and_closure": scenario_default_and_closure,
-    "given_grads": scenario_given_grads,
-    "trajectory": scenario_trajectory,
-    "two_groups": scenario_two_groups,
-    "three_groups": scenario_three_groups,
-}
 
 
 def main():

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import nbformat
 
-from course.grading.trusted import GRADED, solution_source
+from course.grading.exercises import exercise_for
+from course.grading.solution_cell import solution_source
 
 __all__ = ["solution_code", "mistakes", "released_with", "sample_notebook", "write_samples"]
 
@@ -25,8 +26,8 @@ def _samples_dir(root: Path, assignment: str) -> Path:
 
 def solution_code(root: Path, assignment: str) -> str:
     """The instructor's solution cell with its ### BEGIN/END SOLUTION lines removed."""
-    spec = GRADED[assignment]
-    code = solution_source(Path(root) / "source" / assignment / spec.notebook, spec.solution_id)
+    exercise = exercise_for(assignment, root)
+    code = solution_source(exercise.notebook, exercise.solution_id)
     return re.sub(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n?", "", code, flags=re.M)
 
 
@@ -37,14 +38,14 @@ def mistakes(root: Path, assignment: str) -> list[str]:
 
 def released_with(root: Path, assignment: str, code: str | None):
     """The released notebook with ``code`` in the exercise's solution cell (None: as released)."""
-    spec = GRADED[assignment]
-    nb = nbformat.read(Path(root) / "release" / assignment / spec.notebook, as_version=4)
+    spec = exercise_for(assignment, root)
+    nb = nbformat.read(Path(root) / "release" / assignment / spec.notebook_name, as_version=4)
     if code is None:
         return nb
     cells = [c for c in nb.cells
              if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == spec.solution_id]
     if len(cells) != 1:
-        raise ValueError(f"release/{assignment}/{spec.notebook} should have one cell "
+        raise ValueError(f"release/{assignment}/{spec.notebook_name} should have one cell "
                          f"{spec.solution_id!r}, found {len(cells)}: run `course release`")
     cells[0].source = code
     return nb
@@ -74,5 +75,5 @@ def write_samples(root: Path, assignment: str, dest: Path) -> dict[str, str]:
         folder = Path(dest) / student
         folder.mkdir(parents=True, exist_ok=True)
         nbformat.write(sample_notebook(root, assignment, kind),
-                       folder / GRADED[assignment].notebook)
+                       folder / exercise_for(assignment, root).notebook_name)
     return kinds

@@ -1,4 +1,4 @@
-"""Run untrusted student code isolated, and make feedback HTML safe to open.
+"""Run untrusted student code isolated (process isolation only; feedback pages: feedback.py).
 
 ``run_sandboxed(argv, workdir=..., timeout=...)`` runs a command with Linux isolation built
 from bubblewrap (``apt-get install -y bubblewrap``):
@@ -24,11 +24,6 @@ and ownership returns to the caller (which also clears setuid bits).
 
 ``isolate=False`` runs the command without namespaces (rlimits, timeout and output cap still
 apply); the grader only does this when the instructor passes ``--no-isolation``.
-
-``sanitize_feedback_html(path)`` rewrites an nbconvert/nbgrader HTML page so that nothing in it
-can run script: it removes ``<script>``, frames, objects, forms, ``on*`` handlers,
-``javascript:``/``vbscript:``/non-image ``data:`` URLs, SVG animation of links, ``<base>`` and
-``<meta http-equiv>``, and adds a Content-Security-Policy that forbids scripts.
 """
 
 from __future__ import annotations
@@ -49,8 +44,6 @@ __all__ = [
     "SandboxUnavailableError",
     "isolation_available",
     "run_sandboxed",
-    "sanitize_html",
-    "sanitize_feedback_html",
 ]
 
 _MB = 1024 * 1024
@@ -356,51 +349,60 @@ def _signal_name(num: int) -> str:
         return f"signal {num}"
 
 
-def _run(argv, *, workdir: Path, timeout: float, memory_mb: int, max_procs: int,
-         max_output_bytes: int, cpu_seconds: int | None, file_mb: int, env: dict | None,
-         isolate: bool, readable) -> SandboxResult:
-    workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    cpu = int(cpu_seconds if cpu_seconds is not None else max(10, timeout + 10))
-    full_env = _clean_env(workdir, env)
-    pass_fds: list[int] = []
+def _isolated_command(argv, workdir: Path, readable) -> tuple[list[str], list[int], int | None]:
+    """The bubblewrap command line for ``argv``, the fds it reads /etc/passwd and /etc/group
+    from, and the sandbox uid (None: a user namespace maps the caller's own uid)."""
     uid = None
-    owner = (os.getuid(), os.getgid())
-    if isolate:
-        if os.geteuid() == 0:
-            uid = _next_uid()
-            _chown_tree(workdir, uid, uid)
-            passwd = f"root:x:0:0:root:/root:/bin/sh\nstudent:x:{uid}:{uid}::{workdir}:/bin/sh\n"
-            group = f"root:x:0:\nstudent:x:{uid}:\n"
-        else:
-            passwd = (f"student:x:{os.getuid()}:{os.getgid()}::{workdir}:/bin/sh\n")
-            group = f"student:x:{os.getgid()}:\n"
-        fds = []
-        for text in (passwd, group):
-            fd = os.memfd_create("course-sbx")
-            os.write(fd, text.encode())
-            os.lseek(fd, 0, os.SEEK_SET)
-            fds.append(fd)
-        pass_fds = fds
-        cmd = _bwrap_args(workdir, readable, uid, fds[0], fds[1])
-        if uid is not None:
-            cmd += [shutil.which("setpriv"), f"--reuid={uid}", f"--regid={uid}",
-                    "--clear-groups", "--no-new-privs", "--inh-caps=-all",
-                    "--bounding-set=-all", "--"]
-        cmd += [str(a) for a in argv]
+    if os.geteuid() == 0:
+        uid = _next_uid()
+        _chown_tree(workdir, uid, uid)
+        passwd = f"root:x:0:0:root:/root:/bin/sh\nstudent:x:{uid}:{uid}::{workdir}:/bin/sh\n"
+        group = f"root:x:0:\nstudent:x:{uid}:\n"
     else:
-        cmd = [str(a) for a in argv]
+        passwd = f"student:x:{os.getuid()}:{os.getgid()}::{workdir}:/bin/sh\n"
+        group = f"student:x:{os.getgid()}:\n"
+    fds = []
+    for text in (passwd, group):
+        fd = os.memfd_create("course-sbx")
+        os.write(fd, text.encode())
+        os.lseek(fd, 0, os.SEEK_SET)
+        fds.append(fd)
+    cmd = _bwrap_args(workdir, readable, uid, fds[0], fds[1])
+    if uid is not None:
+        cmd += [shutil.which("setpriv"), f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
+    return cmd + [str(a) for a in argv], fds, uid
+
+
+_SIGNAL_HINTS = {"SIGKILL": " (killed: memory exhausted?)", "SIGXCPU": " (CPU time limit)",
+                 "SIGXFSZ": " (file size limit)", "SIGSEGV": " (crashed)"}
+
+
+def _stop_reason(rc: int | None, timed_out: bool, flooded: bool, isolate: bool,
+                 timeout: float, max_output_bytes: int) -> str:
+    """Why the command stopped ("" for a normal exit)."""
+    if timed_out:
+        return f"timeout: still running after {timeout:g} s (killed)"
+    if flooded:
+        return f"output limit: more than {max_output_bytes} bytes on stdout/stderr (killed)"
+    signum = None
+    if rc is not None and rc < 0:
+        signum = -rc
+    elif isolate and rc is not None and 128 + 1 <= rc <= 128 + 64:
+        signum = rc - 128  # bubblewrap reports a child killed by signal N as exit status 128 + N
+    if signum is None:
+        return ""
+    name = _signal_name(signum)
+    return f"killed by {name}{_SIGNAL_HINTS.get(name, '')}"
+
+
+def _wait(proc, uid: int | None, timeout: float, max_output_bytes: int):
+    """Wait for ``proc`` within ``timeout`` and the output cap; kill all it left behind.
+
+    Returns (stdout, stderr, timed out, flooded).
+    """
     stdout, stderr = bytearray(), bytearray()
     state = {"lock": threading.Lock(), "total": 0, "flooded": False}
-    start = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            cmd, cwd=workdir, env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True, pass_fds=pass_fds,
-            preexec_fn=_rlimits(memory_mb, cpu, max_procs if isolate else 0, file_mb))
-    finally:
-        for fd in pass_fds:
-            os.close(fd)
 
     def kill() -> None:
         try:
@@ -441,28 +443,36 @@ def _run(argv, *, workdir: Path, timeout: float, memory_mb: int, max_procs: int,
             s.close()
         except OSError:
             pass
+    return stdout, stderr, timed_out, state["flooded"]
+
+
+def _run(argv, *, workdir: Path, timeout: float, memory_mb: int, max_procs: int,
+         max_output_bytes: int, cpu_seconds: int | None, file_mb: int, env: dict | None,
+         isolate: bool, readable) -> SandboxResult:
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    cpu = int(cpu_seconds if cpu_seconds is not None else max(10, timeout + 10))
+    owner = (os.getuid(), os.getgid())
+    cmd, pass_fds, uid = ([str(a) for a in argv], [], None)
+    if isolate:
+        cmd, pass_fds, uid = _isolated_command(argv, workdir, readable)
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            cmd, cwd=workdir, env=_clean_env(workdir, env), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            pass_fds=pass_fds,
+            preexec_fn=_rlimits(memory_mb, cpu, max_procs if isolate else 0, file_mb))
+    finally:
+        for fd in pass_fds:
+            os.close(fd)
+    stdout, stderr, timed_out, flooded = _wait(proc, uid, timeout, max_output_bytes)
     seconds = time.monotonic() - start
     _reclaim(workdir, *owner)  # links and special files out; ownership back to the caller
-    rc = proc.returncode
-    if timed_out:
-        reason = f"timeout: still running after {timeout:g} s (killed)"
-    elif state["flooded"]:
-        reason = f"output limit: more than {max_output_bytes} bytes on stdout/stderr (killed)"
-    elif rc is not None and rc < 0:
-        name = _signal_name(-rc)
-        hint = {"SIGKILL": " (killed: memory exhausted?)", "SIGXCPU": " (CPU time limit)",
-                "SIGXFSZ": " (file size limit)", "SIGSEGV": " (crashed)"}.get(name, "")
-        reason = f"killed by {name}{hint}"
-    elif isolate and rc is not None and rc >= 128 + 1 and rc <= 128 + 64:
-        # bubblewrap reports a child killed by signal N as exit status 128 + N
-        name = _signal_name(rc - 128)
-        hint = {"SIGKILL": " (killed: memory exhausted?)", "SIGXCPU": " (CPU time limit)",
-                "SIGXFSZ": " (file size limit)", "SIGSEGV": " (crashed)"}.get(name, "")
-        reason = f"killed by {name}{hint}"
-    else:
-        reason = ""
-    return SandboxResult(rc, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"),
-                         timed_out, reason, seconds)
+    reason = _stop_reason(proc.returncode, timed_out, flooded, isolate, timeout,
+                          max_output_bytes)
+    return SandboxResult(proc.returncode, stdout.decode("utf-8", "replace"),
+                         stderr.decode("utf-8", "replace"), timed_out, reason, seconds)
 
 
 def run_sandboxed(argv, *, workdir, timeout: float, memory_mb: int = 4096, max_procs: int = 512,
@@ -496,113 +506,3 @@ def run_sandboxed(argv, *, workdir, timeout: float, memory_mb: int = 4096, max_p
     return _run(argv, workdir=Path(workdir), timeout=timeout, memory_mb=memory_mb,
                 max_procs=max_procs, max_output_bytes=max_output_bytes, cpu_seconds=cpu_seconds,
                 file_mb=file_mb, env=env, isolate=isolate, readable=readable)
-
-
-# --------------------------------------------------------------------------- feedback HTML
-
-_DROP_ELEMENTS = {
-    "script", "iframe", "frame", "frameset", "object", "embed", "applet", "base", "form",
-    "portal", "noscript", "template", "animate", "set", "animatemotion", "animatetransform",
-    "handler", "listener", "fencedframe", "param",
-}
-_URL_ATTRS = {"href", "src", "action", "formaction", "xlink:href", "data", "background",
-              "poster", "lowsrc", "dynsrc", "ping", "codebase", "cite", "longdesc", "srcset",
-              "manifest", "icon", "profile", "usemap", "archive", "classid", "from", "to",
-              "values", "by", "attributename"}
-_CSP = ("default-src 'self' data: 'unsafe-inline'; script-src 'none'; object-src 'none'; "
-        "frame-src 'none'; child-src 'none'; worker-src 'none'; form-action 'none'; "
-        "base-uri 'none'")
-
-
-def _safe_url(name: str, value: str, tag: str) -> bool:
-    compact = "".join(ch for ch in value if ch > " " and ch != "\x7f").lower()
-    if name in ("values", "by", "from", "to", "attributename"):
-        return "javascript:" not in compact and "vbscript:" not in compact
-    if compact.startswith(("javascript:", "vbscript:", "livescript:", "mocha:")):
-        return False
-    if "javascript:" in compact or "vbscript:" in compact:
-        return False
-    if compact.startswith("data:"):
-        # inline images (matplotlib PNGs) stay; an <img> never runs script, even SVG
-        return tag in ("img", "image", "source") and compact.startswith("data:image/")
-    return True
-
-
-def _clean_tree(element, html_ns: str) -> None:
-    for child in list(element):
-        tag = child.tag if isinstance(child.tag, str) else ""
-        local = tag.rsplit("}", 1)[-1].lower()
-        if local in _DROP_ELEMENTS or (local == "meta" and any(
-                k.rsplit("}", 1)[-1].lower() == "http-equiv" for k in child.attrib)) or (
-                local == "link" and "stylesheet" not in child.get("rel", "").lower()):
-            tail = child.tail
-            index = list(element).index(child)
-            element.remove(child)
-            if tail:  # keep the text that followed the removed element
-                if index > 0:
-                    prev = element[index - 1]
-                    prev.tail = (prev.tail or "") + tail
-                else:
-                    element.text = (element.text or "") + tail
-            continue
-        for key in list(child.attrib):
-            attr = key.rsplit("}", 1)[-1].lower()
-            full = ("xlink:" + attr) if key.startswith("{http://www.w3.org/1999/xlink}") else attr
-            value = child.attrib[key]
-            if attr.startswith("on") or attr in ("srcdoc", "formaction", "http-equiv"):
-                del child.attrib[key]
-            elif (attr in _URL_ATTRS or full in _URL_ATTRS) and not _safe_url(attr, value, local):
-                del child.attrib[key]
-            elif attr == "style" and any(s in value.lower().replace(" ", "")
-                                         for s in ("expression(", "javascript:", "behavior:",
-                                                   "-moz-binding")):
-                del child.attrib[key]
-        _clean_tree(child, html_ns)
-
-
-def sanitize_html(text: str) -> str:
-    """Return ``text`` (a whole HTML page) with everything that could run script removed.
-
-    The page is parsed the way a browser parses it (html5lib), cleaned as a tree and serialised
-    again, so markup hidden in odd places (``</script>`` inside a string, broken tags, SVG/MathML)
-    ends up either removed or escaped. A Content-Security-Policy ``<meta>`` forbidding scripts is
-    put first in ``<head>`` as a second line of defence.
-    """
-    from bleach._vendor import html5lib
-    from bleach._vendor.html5lib import serializer
-    from bleach._vendor.html5lib.treebuilders import getTreeBuilder
-    from bleach._vendor.html5lib.treewalkers import getTreeWalker
-
-    builder = getTreeBuilder("etree")
-    parser = html5lib.HTMLParser(tree=builder, namespaceHTMLElements=True)
-    doc = parser.parse(text)
-    ns = "{http://www.w3.org/1999/xhtml}"
-    _clean_tree(doc, ns)
-    head = doc.find(f"{ns}head")
-    if head is None:  # html5lib always makes one, but be safe
-        head = builder.elementClass("head").element
-        doc.insert(0, head)
-    meta = type(doc)(f"{ns}meta")
-    meta.set("http-equiv", "Content-Security-Policy")
-    meta.set("content", _CSP)
-    head.insert(0, meta)
-    charset = type(doc)(f"{ns}meta")
-    charset.set("charset", "utf-8")
-    head.insert(0, charset)
-    walker = getTreeWalker("etree")
-    ser = serializer.HTMLSerializer(quote_attr_values="always", omit_optional_tags=False,
-                                    minimize_boolean_attributes=False,
-                                    use_trailing_solidus=True, escape_lt_in_attrs=True,
-                                    escape_rcdata=True, sanitize=False)
-    body = ser.render(walker(doc))
-    return "<!DOCTYPE html>\n" + body
-
-
-def sanitize_feedback_html(path) -> None:
-    """Sanitise the HTML file at ``path`` in place (see ``sanitize_html``)."""
-    path = Path(path)
-    st = os.lstat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise ValueError(f"{path} is not a regular file")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    path.write_text(sanitize_html(text), encoding="utf-8")

@@ -1,12 +1,12 @@
-"""Chapter 1, wrong: F as the arithmetic mean. Earns 1 of 6 (the zero-division cell)."""
-
-
+"""F-beta with beta instead of beta squared."""
 def f_score(precision, recall, beta=1.0):
-    return float((precision + recall) / 2)
+    p, r, b = float(precision), float(recall), float(beta)
+    d = b * p + r
+    return 0.0 if d == 0 else (1 + b) * p * r / d
 
 
 def binary_scores(y_true, y_pred):
-    y_true, y_pred = [int(v) for v in y_true], [int(v) for v in y_pred]
+    y_true, y_pred = list(map(int, y_true)), list(map(int, y_pred))
     tp = sum(t == 1 and p == 1 for t, p in zip(y_true, y_pred, strict=True))
     fp = sum(t == 0 and p == 1 for t, p in zip(y_true, y_pred, strict=True))
     fn = sum(t == 1 and p == 0 for t, p in zip(y_true, y_pred, strict=True))

@@ -1,4 +1,4 @@
-"""Chapter 1, wrong: every score is 0.0 (well-typed, so only the values are wrong)."""
+"""Every score is 0.0 (well typed, so only the values are wrong)."""
 
 
 def f_score(precision, recall, beta=1.0):

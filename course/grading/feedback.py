@@ -1,0 +1,158 @@
+"""Feedback for students: nbgrader's HTML page, made safe to open, with the recorded score on top.
+
+``sanitize_html`` rewrites an nbconvert/nbgrader HTML page so that nothing in it can run script:
+it removes ``<script>``, frames, objects, forms, ``on*`` handlers,
+``javascript:``/``vbscript:``/non-image ``data:`` URLs, SVG animation of links, ``<base>`` and
+``<meta http-equiv>``, and adds a Content-Security-Policy that forbids scripts.
+``publish_feedback`` copies a student's pages from the nbgrader step's folder to
+OUT/feedback/<student>/<assignment>/, sanitised, with a banner giving the recorded (trusted)
+score and each test cell's result.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import shutil
+import stat
+from pathlib import Path
+
+__all__ = ["sanitize_html", "sanitize_feedback_html", "add_banner", "publish_feedback",
+           "MAX_FEEDBACK_BYTES"]
+
+MAX_FEEDBACK_BYTES = 50 * 2**20
+
+_DROP_ELEMENTS = {
+    "script", "iframe", "frame", "frameset", "object", "embed", "applet", "base", "form",
+    "portal", "noscript", "template", "animate", "set", "animatemotion", "animatetransform",
+    "handler", "listener", "fencedframe", "param",
+}
+_URL_ATTRS = {"href", "src", "action", "formaction", "xlink:href", "data", "background",
+              "poster", "lowsrc", "dynsrc", "ping", "codebase", "cite", "longdesc", "srcset",
+              "manifest", "icon", "profile", "usemap", "archive", "classid", "from", "to",
+              "values", "by", "attributename"}
+_CSP = ("default-src 'self' data: 'unsafe-inline'; script-src 'none'; object-src 'none'; "
+        "frame-src 'none'; child-src 'none'; worker-src 'none'; form-action 'none'; "
+        "base-uri 'none'")
+
+
+def _safe_url(name: str, value: str, tag: str) -> bool:
+    compact = "".join(ch for ch in value if ch > " " and ch != "\x7f").lower()
+    if name in ("values", "by", "from", "to", "attributename"):
+        return "javascript:" not in compact and "vbscript:" not in compact
+    if compact.startswith(("javascript:", "vbscript:", "livescript:", "mocha:")):
+        return False
+    if "javascript:" in compact or "vbscript:" in compact:
+        return False
+    if compact.startswith("data:"):
+        # inline images (matplotlib PNGs) stay; an <img> never runs script, even SVG
+        return tag in ("img", "image", "source") and compact.startswith("data:image/")
+    return True
+
+
+def _clean_tree(element, html_ns: str) -> None:
+    for child in list(element):
+        tag = child.tag if isinstance(child.tag, str) else ""
+        local = tag.rsplit("}", 1)[-1].lower()
+        if local in _DROP_ELEMENTS or (local == "meta" and any(
+                k.rsplit("}", 1)[-1].lower() == "http-equiv" for k in child.attrib)) or (
+                local == "link" and "stylesheet" not in child.get("rel", "").lower()):
+            tail = child.tail
+            index = list(element).index(child)
+            element.remove(child)
+            if tail:  # keep the text that followed the removed element
+                if index > 0:
+                    prev = element[index - 1]
+                    prev.tail = (prev.tail or "") + tail
+                else:
+                    element.text = (element.text or "") + tail
+            continue
+        for key in list(child.attrib):
+            attr = key.rsplit("}", 1)[-1].lower()
+            full = ("xlink:" + attr) if key.startswith("{http://www.w3.org/1999/xlink}") else attr
+            value = child.attrib[key]
+            if attr.startswith("on") or attr in ("srcdoc", "formaction", "http-equiv"):
+                del child.attrib[key]
+            elif (attr in _URL_ATTRS or full in _URL_ATTRS) and not _safe_url(attr, value, local):
+                del child.attrib[key]
+            elif attr == "style" and any(s in value.lower().replace(" ", "")
+                                         for s in ("expression(", "javascript:", "behavior:",
+                                                   "-moz-binding")):
+                del child.attrib[key]
+        _clean_tree(child, html_ns)
+
+
+def sanitize_html(text: str) -> str:
+    """Return ``text`` (a whole HTML page) with everything that could run script removed.
+
+    The page is parsed the way a browser parses it (html5lib), cleaned as a tree and serialised
+    again, so markup hidden in odd places (``</script>`` inside a string, broken tags, SVG/MathML)
+    ends up either removed or escaped. A Content-Security-Policy ``<meta>`` forbidding scripts is
+    put first in ``<head>`` as a second line of defence.
+    """
+    from bleach._vendor import html5lib
+    from bleach._vendor.html5lib import serializer
+    from bleach._vendor.html5lib.treebuilders import getTreeBuilder
+    from bleach._vendor.html5lib.treewalkers import getTreeWalker
+
+    builder = getTreeBuilder("etree")
+    parser = html5lib.HTMLParser(tree=builder, namespaceHTMLElements=True)
+    doc = parser.parse(text)
+    ns = "{http://www.w3.org/1999/xhtml}"
+    _clean_tree(doc, ns)
+    head = doc.find(f"{ns}head")
+    if head is None:  # html5lib always makes one, but be safe
+        head = builder.elementClass("head").element
+        doc.insert(0, head)
+    meta = type(doc)(f"{ns}meta")
+    meta.set("http-equiv", "Content-Security-Policy")
+    meta.set("content", _CSP)
+    head.insert(0, meta)
+    charset = type(doc)(f"{ns}meta")
+    charset.set("charset", "utf-8")
+    head.insert(0, charset)
+    walker = getTreeWalker("etree")
+    ser = serializer.HTMLSerializer(quote_attr_values="always", omit_optional_tags=False,
+                                    minimize_boolean_attributes=False,
+                                    use_trailing_solidus=True, escape_lt_in_attrs=True,
+                                    escape_rcdata=True, sanitize=False)
+    body = ser.render(walker(doc))
+    return "<!DOCTYPE html>\n" + body
+
+
+def sanitize_feedback_html(path) -> None:
+    """Sanitise the HTML file at ``path`` in place (see ``sanitize_html``)."""
+    path = Path(path)
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{path} is not a regular file")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    path.write_text(sanitize_html(text), encoding="utf-8")
+
+
+def add_banner(page: Path, score: float, max_score: float, cells: dict) -> None:
+    """Put the recorded score and each test cell's result at the top of a feedback page."""
+    items = "".join(
+        f"<li>{html.escape(gid)}: {c['points']:g} / {c['max_points']:g}"
+        f"{'' if c['passed'] else ' — ' + html.escape(c['message'][:300])}</li>"
+        for gid, c in cells.items())
+    banner = (f'<div style="border:2px solid #444;padding:0.5em 1em;margin:1em">'
+              f"<b>Recorded score: {score:g} / {max_score:g}</b> (checked by running "
+              f"your solution cell on the grader's own inputs)<ul>{items}</ul></div>")
+    text = page.read_text(encoding="utf-8")
+    start = text.find("<body")
+    end = text.find(">", start) + 1 if start >= 0 else 0
+    page.write_text(text[:end] + banner + text[end:], encoding="utf-8")
+
+
+def publish_feedback(source: Path, dest: Path, row) -> None:
+    """Copy the HTML pages of ``source`` to ``dest`` (replaced), sanitised, with ``row``'s
+    recorded score on top: nbgrader's numbers below are its own."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for page in sorted(source.glob("*.html")) if source.is_dir() else []:
+        if page.is_file() and not page.is_symlink() and page.stat().st_size <= MAX_FEEDBACK_BYTES:
+            shutil.copyfile(page, dest / page.name)
+            sanitize_feedback_html(dest / page.name)
+            add_banner(dest / page.name, row.score, row.max_score, row.cells)

@@ -1,0 +1,125 @@
+"""The feedback pages (course.grading.feedback): nothing in them can run script."""
+
+from __future__ import annotations
+
+import pytest
+
+from course.grading.feedback import sanitize_feedback_html, sanitize_html
+
+ATTACKS = [
+    "<script>alert(1)</script>",
+    "<SCRIPT SRC=//evil.example/x.js></SCRIPT>",
+    "<img src=x onerror=alert(1)>",
+    "<img src=x OnErRoR = 'alert(1)'>",
+    "<svg onload=alert(1)><circle r=1 /></svg>",
+    "<svg><script>alert(1)</script></svg>",
+    "<svg><a xlink:href='javascript:alert(1)'><text>x</text></a></svg>",
+    "<svg><a><animate attributeName=href values=javascript:alert(1) /><text>y</text></a></svg>",
+    "<math><mtext><table><mglyph><style><img src=x onerror=alert(1)>",
+    "<a href='  jav&#x09;ascript:alert(1)'>link</a>",
+    "<a href='JaVaScRiPt:alert(1)'>link</a>",
+    "<a href='vbscript:msgbox(1)'>link</a>",
+    "<iframe src='javascript:alert(1)'></iframe>",
+    "<iframe srcdoc='<script>alert(1)</script>'></iframe>",
+    "<object data='data:text/html,<script>alert(1)</script>'></object>",
+    "<embed src='data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg=='>",
+    "<form action='javascript:alert(1)'><button>go</button></form>",
+    "<button formaction='javascript:alert(1)'>x</button>",
+    "<meta http-equiv='refresh' content='0;url=javascript:alert(1)'>",
+    "<base href='javascript:alert(1)//'>",
+    "<body onload=alert(1)>",
+    "<div style='background:url(javascript:alert(1))'>x</div>",
+    "<details open ontoggle=alert(1)>",
+    "<noscript><p title='</noscript><img src=x onerror=alert(1)>'></noscript>",
+    "<template><script>alert(1)</script></template>",
+    "</pre></div><script>alert(1)</script>",
+    "<a href='data:text/html,<script>alert(1)</script>'>d</a>",
+    "<link rel=import href='data:text/html,<script>alert(1)</script>'>",
+]
+
+
+def _parsed(html: str):
+    from bleach._vendor import html5lib
+
+    return html5lib.parse(html, treebuilder="etree", namespaceHTMLElements=False)
+
+
+def _assert_safe(html: str) -> None:
+    doc = _parsed(html)
+    for el in doc.iter():
+        tag = el.tag.rsplit("}", 1)[-1].lower() if isinstance(el.tag, str) else ""
+        assert tag not in {"script", "iframe", "object", "embed", "form", "base", "animate",
+                           "set", "noscript", "template"}, tag
+        for key, value in el.attrib.items():
+            name = key.rsplit("}", 1)[-1].lower()
+            assert not name.startswith("on"), (tag, key)
+            assert name not in ("srcdoc", "formaction"), (tag, key)
+            compact = "".join(value.split()).lower()
+            assert "javascript:" not in compact and "vbscript:" not in compact, (tag, key, value)
+            if name in ("href", "src", "data", "action") and compact.startswith("data:"):
+                assert tag == "img" and compact.startswith("data:image/"), (tag, key, value)
+        if tag == "meta" and "http-equiv" in el.attrib:
+            assert el.attrib["http-equiv"] == "Content-Security-Policy"
+    csp = [el for el in doc.iter() if el.tag == "meta"
+           and el.attrib.get("http-equiv") == "Content-Security-Policy"]
+    assert len(csp) == 1 and "script-src 'none'" in csp[0].attrib["content"]
+
+
+@pytest.mark.parametrize("payload", ATTACKS)
+def test_sanitize_html_removes_each_script_vector(payload):
+    page = f"<!DOCTYPE html><html><head><title>t</title></head><body><p>before</p>{payload}" \
+           f"<p>after</p></body></html>"
+    clean = sanitize_html(page)
+    _assert_safe(clean)
+    assert "before" in clean
+    assert "alert(1)" not in clean.replace("&lt;", "<") or "<script" not in clean.lower()
+
+
+def test_sanitize_html_keeps_the_feedback_readable():
+    png = "data:image/png;base64,iVBORw0KGgo="
+    page = (f"<html><head><style>.score {{ color: green }}</style></head><body>"
+            f"<h1>Feedback</h1><table><tr><td class='score'>2 / 2</td></tr></table>"
+            f"<img src='{png}' alt='figure'><a href='#cell-3'>cell</a>"
+            f"<pre>Traceback: 1 &lt; 2</pre></body></html>")
+    clean = sanitize_html(page)
+    _assert_safe(clean)
+    for kept in ("<h1>Feedback</h1>", "2 / 2", png, 'href="#cell-3"', ".score { color: green }",
+                 "1 &lt; 2"):
+        assert kept in clean, kept
+
+
+def test_sanitize_feedback_html_on_a_real_nbconvert_page(tmp_path):
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print('hi')")
+    cell.outputs = [
+        nbformat.v4.new_output("display_data", data={
+            "text/html": "<b>bold</b><script>alert('html output')</script>"
+                         "<img src=x onerror=alert(2)>",
+            "text/plain": "x"}),
+        nbformat.v4.new_output("display_data", data={
+            "application/javascript": "alert('js output')", "text/plain": "js"}),
+        nbformat.v4.new_output("stream", name="stdout", text="<script>alert(3)</script>\n"),
+    ]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title <img src=y onerror=alert(4)>"), cell]
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    assert "<script>alert('html output')</script>" in body  # nbconvert leaves it in
+    page = tmp_path / "feedback.html"
+    page.write_text(body, encoding="utf-8")
+    sanitize_feedback_html(page)
+    clean = page.read_text(encoding="utf-8")
+    _assert_safe(clean)
+    assert "<b>bold</b>" in clean and "Title" in clean
+    assert "&lt;script&gt;alert(3)&lt;/script&gt;" in clean  # stream text stays visible, escaped
+
+
+def test_sanitize_feedback_html_refuses_a_link(tmp_path):
+    target = tmp_path / "target.html"
+    target.write_text("<p>x</p>")
+    link = tmp_path / "link.html"
+    link.symlink_to(target)
+    with pytest.raises(ValueError):
+        sanitize_feedback_html(link)
+    assert target.read_text() == "<p>x</p>"
