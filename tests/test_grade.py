@@ -23,12 +23,13 @@ from filelock import FileLock
 
 from course.grading.grade import CSV_COLUMNS, GradeRow, _csv_safe, _parse_scores, grade
 from course.grading.samples import mistakes, sample_notebook
-from course.grading.sandbox import isolation_available
 from course.grading.submissions import collect
 from course.grading.trusted import GRADED
 
 ROOT = Path(__file__).resolve().parents[1]
-ISOLATE = isolation_available()[0]  # CI installs bubblewrap; elsewhere grade without it
+# Linux grades in the sandbox (without bubblewrap the grading says so and the test fails);
+# elsewhere no sandbox can exist, so the tests grade without it.
+ISOLATE = sys.platform.startswith("linux")
 WORKERS = 2
 
 ALL = object()  # every test cell fails
