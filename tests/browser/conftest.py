@@ -77,7 +77,9 @@ class Lab:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        env = dict(os.environ, JUPYTER_CONFIG_DIR=str(root / ".jupyter-config"),
+        # as in an activated environment: nbgrader's gradebook runs the `alembic` command
+        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        env = dict(os.environ, PATH=path, JUPYTER_CONFIG_DIR=str(root / ".jupyter-config"),
                    JUPYTER_RUNTIME_DIR=str(root / ".jupyter-runtime"),
                    JUPYTERLAB_WORKSPACES_DIR=str(root / ".jupyter-workspaces"))
         cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1",

@@ -130,6 +130,16 @@ def explorer(page, label: str):
         has=page.locator(".widget-slider .widget-label", has_text=label)).last
 
 
+def wait_until(page, predicate: str, arg, what: str, timeout_ms: int = 120_000):
+    """Wait for the JavaScript ``predicate(arg)``; fail saying ``what`` when it stays false."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(predicate, arg=arg, timeout=timeout_ms)
+    except PlaywrightTimeout:
+        raise AssertionError(f"{what} (waited {timeout_ms // 1000} s)") from None
+
+
 # The Output widget replaces its image when it redraws: look it up again at every poll.
 FIGURE = "box => box.querySelector('.widget-output img')?.getAttribute('src')"
 
@@ -139,8 +149,8 @@ def check_threshold_explorer(page):
     box = explorer(page, "threshold")
     before = box.evaluate(FIGURE)
     set_slider(page, "threshold", "0.30")
-    page.wait_for_function(f"([box, old]) => ({FIGURE})(box) !== old",
-                           arg=[box.element_handle(), before], timeout=120_000)
+    wait_until(page, f"([box, old]) => ({FIGURE})(box) !== old", [box.element_handle(), before],
+               "the threshold explorer did not redraw after its slider moved to 0.30")
 
 
 def check_lr_explorer(page):
@@ -149,10 +159,10 @@ def check_lr_explorer(page):
     summary = box.locator(".widget-html")
     text, before = summary.inner_text(), box.evaluate(FIGURE)
     set_slider(page, "lr", "0.01")
-    page.wait_for_function(
-        f"""([box, text, old]) => ({FIGURE})(box) !== old
-             && box.querySelector('.widget-html').innerText !== text""",
-        arg=[box.element_handle(), text, before], timeout=120_000)
+    wait_until(page, f"""([box, text, old]) => ({FIGURE})(box) !== old
+                           && box.querySelector('.widget-html').innerText !== text""",
+               [box.element_handle(), text, before],
+               "the learning-rate explorer did not redraw after its slider moved to 0.01")
     assert "lr=0.01" in summary.inner_text()
 
 
