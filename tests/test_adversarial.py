@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ADVERSARIAL = Path(__file__).parent / "adversarial"
 EXERCISES = registry(ROOT)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.sandbox]  # sandbox: see tests/conftest.py
 # Limits in seconds: an honest student's longest cell takes 3 s and its nbgrader step 15 s on an
 # idle core (4 times that on a saturated one); the attacks that never end stop at these limits.
 CELL_TIMEOUT, TIMEOUT = 30, 90

@@ -26,11 +26,12 @@ from course.grading.grade import grade
 from course.grading.nbgrader_step import parse_scores
 from course.grading.results import CSV_COLUMNS, GradeRow, csv_safe, read_results
 from course.grading.samples import mistakes, sample_notebook
-from course.grading.sandbox import isolation_available
 from course.grading.submissions import collect
 
 ROOT = Path(__file__).resolve().parents[1]
-ISOLATE = isolation_available()[0]  # CI installs bubblewrap; elsewhere grade without it
+# Linux grades in the sandbox (without bubblewrap the grading says so and the test fails);
+# elsewhere no sandbox can exist, so the tests grade without it.
+ISOLATE = sys.platform.startswith("linux")
 EXERCISES = registry(ROOT)
 WORKERS = 2
 

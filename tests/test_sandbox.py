@@ -1,8 +1,8 @@
 """What the sandbox actually enforces (course.grading.sandbox).
 
 Each test runs a small Python program inside ``run_sandboxed`` and checks from outside what it
-could or could not do. CI installs bubblewrap (``apt-get install -y bubblewrap``); without it
-these tests fail with the reason, they are not skipped.
+could or could not do. ``scripts/setup-system.sh`` installs bubblewrap; without it these tests
+fail on Linux with the reason, and are skipped with it elsewhere.
 """
 
 from __future__ import annotations
@@ -27,15 +27,7 @@ from course.grading.sandbox import (
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="the sandbox uses Linux namespaces")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _isolation():
-    ok, why = isolation_available()
-    if not ok:
-        pytest.fail(f"isolation is unavailable here: {why}")
+pytestmark = pytest.mark.sandbox  # tests/conftest.py: fails on Linux without it, skips elsewhere
 
 
 def run_py(code: str, workdir: Path, **kw):
