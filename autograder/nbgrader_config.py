@@ -30,6 +30,10 @@ c.CourseDirectory.root = (os.path.dirname(_here) if os.path.basename(_here) == "
 # still stops an infinite loop (`course grade --timeout` bounds a whole submission too).
 c.Execute.timeout = 300
 c.Execute.interrupt_on_timeout = True
+# nbgrader raises when a cell's output has not arrived 4 s (nbclient's default) after the cell
+# finished; on a loaded grading machine an honest cell's last output can take longer, and
+# the cell would count as failed. Seen in the browser tests' Validate at load 15.
+c.Execute.iopub_timeout = 30
 
 # What a student fills in. The stub raises, so an untouched release scores 0 and
 # `nbgrader validate` fails on it.
