@@ -44,6 +44,12 @@ def test_notebook_runs_in_ci_mode(notebook, tmp_path):
 FULL_SIZE = [nb for nb in NOTEBOOKS if nb.parent.name[:2] in {"01", "02", "03", "04", "05", "06"}]
 
 
+# Seen once in CI on a loaded machine: the kernel idle and nbclient waiting forever for a reply
+# to a cell it had sent. A cell limit (far above any full-size cell: the slowest takes about a
+# minute) turns such a hang into a timeout, and that run is tried once more.
+CELL_LIMIT = 600
+
+
 def claim_lines(notebook_path):
     """The ✓ / ✗ lines the claims printed in an executed notebook."""
     import nbformat
@@ -62,7 +68,9 @@ def test_the_full_size_list_covers_chapters_1_to_6():
 @pytest.mark.fullsize
 @pytest.mark.parametrize("notebook", FULL_SIZE, ids=[nb.parent.name for nb in FULL_SIZE])
 def test_notebook_claims_hold_at_full_size(notebook, tmp_path):
-    result = run_notebook(notebook, tmp_path, {}, html=False)
+    result = run_notebook(notebook, tmp_path, {}, timeout=CELL_LIMIT, html=False)
+    if result.status == "failed" and "timed out" in result.detail:
+        result = run_notebook(notebook, tmp_path, {}, timeout=CELL_LIMIT, html=False)
     assert result.status == "ok", f"{result.notebook}: {result.status}: {result.detail}"
     lines = claim_lines(tmp_path / notebook.name)
     assert len(lines) >= 10, f"{notebook.name}: only {len(lines)} claims checked"
