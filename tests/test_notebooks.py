@@ -45,8 +45,8 @@ FULL_SIZE = [nb for nb in NOTEBOOKS if nb.parent.name[:2] in {"01", "02", "03", 
 
 
 # Seen once in CI on a loaded machine: the kernel idle and nbclient waiting forever for a reply
-# to a cell it had sent. A cell limit (far above any full-size cell: the slowest takes about a
-# minute) turns such a hang into a timeout, and that run is tried once more.
+# to a cell it had sent. A cell limit (above any full-size cell: all six notebooks together took
+# 633 s under heavy load) turns such a hang into a timeout, and that run is tried once more.
 CELL_LIMIT = 600
 
 
