@@ -126,6 +126,7 @@ def cmd_release(args) -> int:
 
 
 def cmd_grade(args) -> int:
+    from course.grading.distributed import ClusterError
     from course.grading.exercises import RegistryError
     from course.grading.grade import IsolationUnavailable, grade
 
@@ -143,7 +144,11 @@ def cmd_grade(args) -> int:
     try:
         rows = grade(args.assignment, args.submissions, args.out, root=args.root,
                      workers=args.workers, isolate=not args.no_isolation, timeout=args.timeout,
-                     cell_timeout=args.cell_timeout, on_row=progress)
+                     cell_timeout=args.cell_timeout, on_row=progress,
+                     scheduler=args.scheduler)
+    except ClusterError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except IsolationUnavailable as err:
         print(f"error: cannot isolate student code here: {err}\nInstall bubblewrap, or pass "
               "--no-isolation to grade without isolation (unsafe).", file=sys.stderr)
@@ -160,7 +165,9 @@ def cmd_grade(args) -> int:
     mean = sum(r.score for r in graded) / len(graded) if graded else float("nan")
     print(f"\n{len(graded)}/{len(rows)} graded, {len(rows) - len(graded)} error(s), "
           f"{sum(r.flagged for r in rows)} flagged; mean score {mean:.2f}; "
-          f"{time.perf_counter() - start:.1f} s with {args.workers or os.cpu_count()} worker(s)")
+          f"{time.perf_counter() - start:.1f} s "
+          + (f"on the Dask cluster at {args.scheduler}" if args.scheduler
+             else f"with {args.workers or os.cpu_count()} worker(s)"))
     print(f"grades: {args.out / 'grades.csv'}; feedback: {args.out / 'feedback'}")
     return 0
 
@@ -316,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     grd.add_argument("--cell-timeout", type=int, default=None,
                      help="seconds nbgrader lets one cell run before it interrupts it and "
                      "fails the cell (default: Execute.timeout of autograder/nbgrader_config.py)")
+    grd.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
+                     help="grade on the workers of this Dask scheduler (`dask scheduler`, then "
+                     "`dask worker tcp://HOST:8786` on each machine, with the course and "
+                     "bubblewrap installed) instead of --workers threads here; this machine "
+                     "still writes every result")
     grd.add_argument("--root", type=Path, default=None, help="course repository root")
     grd.set_defaults(func=cmd_grade)
     return parser

@@ -15,6 +15,9 @@ nbgrader needs is prepared once (``release.prepare_course``). Then for each stud
    from it at the end. A student whose notebook hash is already there is not graded again, so
    an interrupted run resumes where it stopped.
 
+With ``scheduler``, steps 1-3 run on the workers of a Dask cluster (``distributed.py``); step 4
+stays here: this process is the only writer of results and feedback.
+
 A broken submission gets a row with its reason; it never stops the others.
 """
 
@@ -84,7 +87,8 @@ def _prepare_template(root: Path, exercise: GradedExercise, work: Path,
 def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | None = None,
           workers: int | None = None, isolate: bool = True, timeout: float = 600,
           cell_timeout: int | None = None,
-          on_row: Callable[[GradeRow, int, int], None] | None = None) -> list[GradeRow]:
+          on_row: Callable[[GradeRow, int, int], None] | None = None,
+          scheduler: str | None = None, connect_timeout: float = 10) -> list[GradeRow]:
     """Grade every submission of ``assignment`` in ``submissions``; rows sorted by student.
 
     ``timeout`` is the wall-clock limit in seconds for each sandboxed step of one student.
@@ -95,6 +99,11 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
     ValueError for an assignment without graded exercises, RegistryError when the exercise
     modules and the source notebook disagree, and IsolationUnavailable when ``isolate`` and
     the sandbox cannot isolate on this machine.
+
+    ``scheduler`` (``tcp://HOST:8786``) grades on that Dask cluster instead of ``workers``
+    local threads (``distributed.py``); this process still writes every result. Raises
+    ClusterError when the scheduler cannot be reached within ``connect_timeout`` seconds or
+    its workers cannot grade.
     """
     from course.notebooks import find_root
 
@@ -114,19 +123,33 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
     for done_count, row in enumerate(rows, 1):
         if on_row:
             on_row(row, done_count, len(subs))
-    pool = ThreadPoolExecutor(max_workers=max(1, workers or os.cpu_count() or 1))
+    if scheduler:
+        from course.grading.distributed import grade_on_cluster
+
+        graded = grade_on_cluster(scheduler, todo, ctx, connect_timeout=connect_timeout)
+    else:
+        graded = _grade_locally(todo, ctx, workers)
     try:
-        futures = [pool.submit(_grade_one, sub, sha, ctx) for sub, sha in todo]
-        for future in as_completed(futures):
-            row = future.result()  # _grade_one never raises
+        for row in graded:  # this process alone records: one row per student, as it arrives
             record(out_dir, row)
             rows.append(row)
             if on_row:
                 on_row(row, len(rows), len(subs))
     finally:  # on Ctrl-C: start no other student; what is recorded stays recorded
-        pool.shutdown(wait=True, cancel_futures=True)
+        graded.close()
         write_grades_csv(out_dir)
     return sorted(rows, key=lambda r: r.student_id)
+
+
+def _grade_locally(todo: list, ctx: _Context, workers: int | None):
+    """The local pool: ``workers`` students at a time on this machine; yields each row."""
+    pool = ThreadPoolExecutor(max_workers=max(1, workers or os.cpu_count() or 1))
+    try:
+        futures = [pool.submit(_grade_one, sub, sha, ctx) for sub, sha in todo]
+        for future in as_completed(futures):
+            yield future.result()  # _grade_one never raises
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _grade_one(sub: Submission, sha: str, ctx: _Context) -> GradeRow:
