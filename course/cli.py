@@ -145,7 +145,7 @@ def cmd_grade(args) -> int:
         rows = grade(args.assignment, args.submissions, args.out, root=args.root,
                      workers=args.workers, isolate=not args.no_isolation, timeout=args.timeout,
                      cell_timeout=args.cell_timeout, on_row=progress,
-                     scheduler=args.scheduler)
+                     scheduler=args.scheduler, budgets=not args.flat_limits)
     except ClusterError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -323,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     grd.add_argument("--cell-timeout", type=int, default=None,
                      help="seconds nbgrader lets one cell run before it interrupts it and "
                      "fails the cell (default: Execute.timeout of autograder/nbgrader_config.py)")
+    grd.add_argument("--flat-limits", action="store_true",
+                     help="limit each cell and each trusted probe by the flat limits (300 s, "
+                     "30 s) instead of budgets measured from the reference solution on this "
+                     "machine (10x its time, at least 30 s per cell and 10 s per probe)")
     grd.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
                      help="grade on the workers of this Dask scheduler (`dask scheduler`, then "
                      "`dask worker tcp://HOST:8786` on each machine, with the course and "

@@ -53,6 +53,7 @@ class _Context:
     out_dir: Path
     isolate: bool
     timeout: float
+    probe_seconds: float = 30.0  # each trusted probe (budget.py measures it per machine)
 
 
 def _check_options(timeout: float, cell_timeout: int | None, isolate: bool) -> None:
@@ -84,11 +85,30 @@ def _prepare_template(root: Path, exercise: GradedExercise, work: Path,
     return template
 
 
+def _apply_budgets(root: Path, ctx: _Context, work: Path, flat_cells: bool) -> None:
+    """Per-cell and per-probe limits from the reference solution (see budget.py)."""
+    import re
+
+    from course.grading.budget import budgets_for, cell_budget_config
+
+    config = ctx.template / "nbgrader_config.py"
+    flat = re.findall(r"^c\.Execute\.timeout\s*=\s*(\d+)", config.read_text(encoding="utf-8"),
+                      flags=re.M)
+    found = budgets_for(root, ctx.exercise, ctx.template, work, isolate=ctx.isolate,
+                        timeout=ctx.timeout, cell_cap=float(flat[-1]) if flat else 300.0,
+                        probe_cap=ctx.probe_seconds)
+    ctx.probe_seconds = found.probe
+    if flat_cells:
+        with config.open("a", encoding="utf-8") as f:
+            f.write(cell_budget_config(found))
+
+
 def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | None = None,
           workers: int | None = None, isolate: bool = True, timeout: float = 600,
           cell_timeout: int | None = None,
           on_row: Callable[[GradeRow, int, int], None] | None = None,
-          scheduler: str | None = None, connect_timeout: float = 10) -> list[GradeRow]:
+          scheduler: str | None = None, connect_timeout: float = 10,
+          budgets: bool = True) -> list[GradeRow]:
     """Grade every submission of ``assignment`` in ``submissions``; rows sorted by student.
 
     ``timeout`` is the wall-clock limit in seconds for each sandboxed step of one student.
@@ -100,8 +120,11 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
     modules and the source notebook disagree, and IsolationUnavailable when ``isolate`` and
     the sandbox cannot isolate on this machine.
 
-    ``scheduler`` (``tcp://HOST:8786``) grades on that Dask cluster instead of ``workers``
-    local threads (``distributed.py``); this process still writes every result. Raises
+    ``budgets`` (the default) limits each cell and each trusted probe by the reference
+    solution's own time on this machine (``budget.py``: measured once, then cached), never
+    above the flat limits; without it, or for cells when ``cell_timeout`` is given, the flat
+    limits apply. ``scheduler`` (``tcp://HOST:8786``) grades on that Dask cluster instead of
+    ``workers`` local threads (``distributed.py``); this process still writes every result. Raises
     ClusterError when the scheduler cannot be reached within ``connect_timeout`` seconds or
     its workers cannot grade.
     """
@@ -113,6 +136,9 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
     out_dir = Path(out_dir).resolve()
     template = _prepare_template(root, exercise, out_dir / "work", cell_timeout)
     ctx = _Context(exercise, template, out_dir, isolate, timeout)
+    if budgets:
+        _apply_budgets(root, ctx, out_dir / "work" / "_reference",
+                       flat_cells=cell_timeout is None)
     subs = collect(Path(submissions), assignment, out_dir / "work" / "_unpacked")
     done = {(r.student_id, r.sha256): r for r in read_results(out_dir)
             if r.assignment == assignment and r.status == "graded"}
@@ -191,7 +217,7 @@ def _grade_notebook(sub: Submission, ctx: _Context, row: GradeRow) -> None:
         return
     work = notebook.parent
     trusted = trusted_grade(ctx.exercise, notebook, work, timeout=ctx.timeout,
-                            isolate=ctx.isolate)  # runs in work/trusted/
+                            isolate=ctx.isolate, probe_seconds=ctx.probe_seconds)  # work/trusted/
     shutil.rmtree(work / "trusted", ignore_errors=True)  # its inputs and outputs: ~40 MB
     nbgrader_scores, problem = run_nbgrader(
         sub.student_id, notebook, work / "nbgrader", template=ctx.template,

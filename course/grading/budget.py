@@ -1,0 +1,196 @@
+"""Time budgets measured on the grading machine, from the instructor's own solution.
+
+A flat limit (300 s per notebook cell, 30 s per trusted probe) lets a submission that loops
+hold a worker for minutes per cell. Before the class is graded, ``measure_budgets`` grades the
+reference solution (the released notebook with the source notebook's solution cell) once, on
+this machine, through the same two sandboxed steps as a student, and times:
+
+- each cell of nbgrader's run (nbclient records when the kernel started and finished each cell
+  in the autograded notebook's ``metadata.execution``);
+- each probe of the trusted check (the harness writes one result file per probe, right after
+  the probe: the gaps between the files' modification times).
+
+A student's budget is then ``max(floor, MULTIPLE x the reference's time)``, never above the
+flat limit: test cells by grade_id (nbgrader puts test cells back from the gradebook before it
+runs them, so their ids are the instructor's), every other cell the slowest non-test cell of
+the reference, every probe the slowest probe. A looping submission costs seconds to tens of
+seconds; an honest one, even ten times slower than the reference on a loaded machine, keeps
+its time. The reference must score full marks, or grading stops here with the reason: a
+course that cannot grade its own solution would give every student a wrong score.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+__all__ = ["Budgets", "BudgetError", "measure_budgets", "cell_budget_config",
+           "MULTIPLE", "CELL_FLOOR", "PROBE_FLOOR"]
+
+MULTIPLE = 10  # a student's code may be this many times slower than the reference
+CELL_FLOOR = 30.0  # seconds: no notebook cell gets less
+PROBE_FLOOR = 10.0  # seconds: no trusted probe gets less
+
+
+class BudgetError(RuntimeError):
+    """The reference solution does not grade as it must on this machine."""
+
+
+@dataclass
+class Budgets:
+    """Seconds per cell (by grade_id; ``other`` for every other cell) and per probe."""
+
+    cells: dict[str, float] = field(default_factory=dict)
+    other_cells: float = CELL_FLOOR
+    probe: float = PROBE_FLOOR
+    measured: dict = field(default_factory=dict)  # the reference's own times, for the record
+
+
+def _budget(seconds: float, floor: float, cap: float) -> float:
+    return float(min(cap, max(floor, MULTIPLE * seconds)))
+
+
+def _cell_times(notebook: Path) -> list[tuple[str | None, float]]:
+    """(grade_id, seconds) for each executed code cell of an autograded notebook."""
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    times = []
+    for cell in nb.get("cells", []):
+        execution = cell.get("metadata", {}).get("execution", {})
+        start, end = execution.get("iopub.execute_input"), execution.get("shell.execute_reply")
+        if cell.get("cell_type") != "code" or not (start and end):
+            continue
+        seconds = (datetime.fromisoformat(end.replace("Z", "+00:00"))
+                   - datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds()
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        times.append((grade_id, max(0.0, seconds)))
+    return times
+
+
+def _probe_times(results: Path, probes: list[str]) -> list[float]:
+    """Seconds of each probe: gaps between the result files, in the order they were run."""
+    order = ["exec", *probes]
+    stamps = [os.stat(results / f"{pid}.json").st_mtime_ns for pid in order]
+    return [(b - a) / 1e9 for a, b in zip(stamps, stamps[1:], strict=False)]
+
+
+def _reference_notebook(root: Path, exercise, template: Path, dest: Path) -> Path:
+    """The released notebook of the template with the instructor's solution in its cell."""
+    import nbformat
+
+    from course.grading.samples import solution_code
+
+    nb = nbformat.read(template / "release" / exercise.assignment / exercise.notebook_name,
+                       as_version=4)
+    cells = [c for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+             == exercise.solution_id]
+    if len(cells) != 1:
+        raise BudgetError(f"the released {exercise.notebook_name} has {len(cells)} cells "
+                          f"{exercise.solution_id!r}; run `course release`")
+    cells[0].source = solution_code(root, exercise.assignment)
+    dest.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, dest / exercise.notebook_name)
+    return dest / exercise.notebook_name
+
+
+def measure_budgets(root: Path, exercise, template: Path, work: Path, *, isolate: bool,
+                    timeout: float, cell_cap: float, probe_cap: float = 30.0) -> Budgets:
+    """Grade the reference solution in ``work`` and derive the budgets (see the module)."""
+    from course.grading.nbgrader_step import run_nbgrader
+    from course.grading.trusted import trusted_grade
+
+    if work.exists():
+        shutil.rmtree(work)
+    notebook = _reference_notebook(root, exercise, template, work / "in")
+    plan, _ = exercise.build_plan()
+    trusted = trusted_grade(exercise, notebook, work, timeout=timeout, isolate=isolate,
+                            probe_seconds=probe_cap)
+    failed = {gid: c.message for gid, c in trusted.items() if not c.passed}
+    if failed:
+        raise BudgetError(f"the reference solution of {exercise.assignment} fails the trusted "
+                          f"check on this machine: {failed}")
+    probes = _probe_times(work / "trusted" / "results", [p["id"] for p in plan.probes])
+    scores, problem = run_nbgrader("_reference", notebook, work / "nbgrader", template=template,
+                                   assignment=exercise.assignment, timeout=timeout,
+                                   isolate=isolate)
+    if problem or any(scores.get(gid) != pts for gid, pts in exercise.points.items()):
+        raise BudgetError(f"the reference solution of {exercise.assignment} does not get full "
+                          f"marks from nbgrader on this machine: {problem or scores}")
+    autograded = (work / "nbgrader" / "autograded" / "_reference" / exercise.assignment
+                  / exercise.notebook_name)
+    cells = _cell_times(autograded)
+    if not cells:
+        raise BudgetError(f"nbgrader recorded no cell times in {autograded}")
+    tests = {gid: s for gid, s in cells if gid in exercise.points}
+    others = [s for gid, s in cells if gid not in exercise.points]
+    budgets = Budgets(
+        cells={gid: _budget(s, CELL_FLOOR, cell_cap) for gid, s in tests.items()},
+        other_cells=_budget(max(others, default=0.0), CELL_FLOOR, cell_cap),
+        probe=_budget(max(probes, default=0.0), PROBE_FLOOR, probe_cap),
+        measured={"test cells": tests, "slowest other cell": max(others, default=0.0),
+                  "slowest probe": max(probes, default=0.0),
+                  "notebook": sum(s for _, s in cells)})
+    shutil.rmtree(work, ignore_errors=True)
+    return budgets
+
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def cell_budget_config(budgets: Budgets) -> str:
+    """Lines for nbgrader_config.py: nbclient asks ``timeout_func(cell)`` for each cell."""
+    cells = {gid: round(s, 1) for gid, s in budgets.cells.items() if _SAFE_ID.fullmatch(gid)}
+    return (
+        "\n# course grade: per-cell budgets measured from the reference solution "
+        "(course/grading/budget.py)\n"
+        f"_COURSE_CELL_BUDGETS = {cells!r}\n"
+        f"_COURSE_OTHER_CELLS = {round(budgets.other_cells, 1)!r}\n\n\n"
+        "def _course_cell_budget(cell):\n"
+        "    grade_id = cell.get('metadata', {}).get('nbgrader', {}).get('grade_id')\n"
+        "    return int(_COURSE_CELL_BUDGETS.get(grade_id, _COURSE_OTHER_CELLS))\n\n\n"
+        "c.Execute.timeout_func = _course_cell_budget\n")
+
+
+def _cache_file(root: Path, exercise, template: Path, isolate: bool) -> Path:
+    """Where this machine keeps the budgets of this exact released notebook and solution."""
+    import hashlib
+    import platform
+
+    from course.grading.distributed import grader_fingerprint
+    from course.grading.samples import solution_code
+
+    digest = hashlib.sha256()
+    for part in ((template / "release" / exercise.assignment / exercise.notebook_name)
+                 .read_bytes(), solution_code(root, exercise.assignment).encode(),
+                 grader_fingerprint().encode(), platform.node().encode(),
+                 f"{isolate} {MULTIPLE} {CELL_FLOOR} {PROBE_FLOOR}".encode()):
+        digest.update(hashlib.sha256(part).digest())
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    name = f"{exercise.assignment}-{digest.hexdigest()[:16]}.json"
+    return base / "dl-tuning-course" / "budgets" / name
+
+
+def budgets_for(root: Path, exercise, template: Path, work: Path, *, isolate: bool,
+                timeout: float, cell_cap: float, probe_cap: float = 30.0) -> Budgets:
+    """The budgets, measured once per machine and released notebook (then read from a cache
+    under ~/.cache/dl-tuning-course/budgets/), capped by this run's flat limits."""
+    cache = _cache_file(root, exercise, template, isolate)
+    try:
+        data = json.loads(cache.read_text(encoding="utf-8"))
+        found = Budgets(**data)
+    except (OSError, ValueError, TypeError):
+        found = measure_budgets(root, exercise, template, work, isolate=isolate,
+                                timeout=timeout, cell_cap=300.0, probe_cap=30.0)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(found.__dict__), encoding="utf-8")
+            tmp.replace(cache)
+        except OSError:
+            pass  # no cache: measured again next time
+    return Budgets({gid: min(s, cell_cap) for gid, s in found.cells.items()},
+                   min(found.other_cells, cell_cap), min(found.probe, probe_cap), found.measured)
