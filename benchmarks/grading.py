@@ -11,7 +11,9 @@ put into the released notebook), then grades them twice:
    ``nbgrader autograde <chapter>`` run once per chapter (one notebook after another, no
    isolation, no feedback);
 2. ``course grade <chapter> SUBMISSIONS --out DIR`` with isolation on and ``--workers`` (default:
-   the number of CPU cores): sandboxed nbgrader + feedback + the trusted check per student.
+   the number of CPU cores): sandboxed nbgrader + feedback + the trusted check per student;
+3. ``course grade --scheduler`` for one chapter's batch (``--dask``) on a local Dask cluster,
+   with 1 and then 2 worker processes.
 
 It prints and writes both times, their ratio and the machine to benchmarks/GRADING.md (a
 script, not a test: the numbers depend on the machine and on what else runs on it).
@@ -102,6 +104,58 @@ def time_course_grade(assignments: list[str], subs: dict[str, Path], work: Path,
     return times, rows
 
 
+def _dask(args: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen([str(Path(sys.executable).parent / "dask"), *args],
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def time_dask(assignment: str, subs: Path, work: Path) -> dict[int, float]:
+    """``course grade --scheduler`` on a local scheduler with 1, then 2 worker processes (one
+    thread each, each with its own scratch folder): the same batch, fresh output folders."""
+    import json
+    import signal
+
+    times = {}
+    for n in (1, 2):
+        info = work / f"dask{n}" / "scheduler.json"
+        info.parent.mkdir(parents=True)
+        procs = [_dask(["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                        "--scheduler-file", str(info)], info.parent / "scheduler.log")]
+        try:
+            while not info.exists():
+                time.sleep(0.2)
+            address = json.loads(info.read_text())["address"]
+            for i in range(n):
+                scratch = info.parent / f"scratch{i}"
+                scratch.mkdir()
+                procs.append(_dask(["worker", address, "--nthreads", "1", "--no-nanny",
+                                    "--no-dashboard", "--local-directory", str(scratch)],
+                                   info.parent / f"worker{i}.log"))
+            from distributed import Client
+
+            with Client(address, timeout="30s") as client:
+                client.wait_for_workers(n, timeout=120)
+            out = info.parent / "out"
+            start = time.perf_counter()
+            proc = subprocess.run([str(Path(sys.executable).parent / "course"), "grade",
+                                   assignment, str(subs), "--out", str(out), "--scheduler",
+                                   address], cwd=ROOT, capture_output=True, text=True,
+                                  check=False)
+            times[n] = time.perf_counter() - start
+            if proc.returncode not in (0, 1):
+                print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"course grade --scheduler ({n} workers) failed")
+            print(f"  course grade --scheduler, {n} worker process(es): {times[n]:.1f} s",
+                  flush=True)
+        finally:
+            for p in reversed(procs):
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    return times
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--students", type=int, default=20)
@@ -109,6 +163,9 @@ def main(argv=None) -> int:
     parser.add_argument("--assignments", nargs="*", default=list(EXERCISES))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "GRADING.md")
     parser.add_argument("--note", default="", help="a line about the machine's load")
+    parser.add_argument("--dask", default="01_metrics", metavar="CHAPTER",
+                        help="also grade this chapter's batch on a local Dask cluster with 1, "
+                        "then 2 worker processes ('' to skip)")
     args = parser.parse_args(argv)
 
     from course.grading.sandbox import isolation_available
@@ -128,6 +185,14 @@ def main(argv=None) -> int:
         t_nb = time_nbgrader(args.assignments, subs, work)
         print("course grade (isolated):", flush=True)
         t_cg, rows = time_course_grade(args.assignments, subs, work, args.workers)
+        t_dask = {}
+        if args.dask:
+            print(f"course grade --scheduler ({args.dask}, local Dask cluster):", flush=True)
+            if args.dask not in subs:
+                subs[args.dask] = work / "submissions" / args.dask
+                make_submissions(args.dask, args.students, subs[args.dask])
+            t_dask = time_dask(args.dask, subs[args.dask], work)
+        load = os.getloadavg()
 
     total_nb, total_cg = sum(t_nb.values()), sum(t_cg.values())
     ratio = total_nb / total_cg if total_cg else float("nan")
@@ -139,6 +204,12 @@ def main(argv=None) -> int:
     table = "\n".join(
         f"| {a} | {args.students} | {t_nb[a]:.1f} | {t_cg[a]:.1f} | "
         f"{t_nb[a] / t_cg[a]:.2f} |" for a in args.assignments)
+    dask_text = "" if not t_dask else f"""
+**On a Dask cluster** (`course grade {args.dask} ... --scheduler tcp://127.0.0.1:PORT`, a local
+scheduler and `dask worker --nthreads 1` processes, each with its own scratch folder; the same
+{args.students} submissions, same run): 1 worker process {t_dask[1]:.1f} s, 2 worker processes
+{t_dask[2]:.1f} s ({t_dask[1] / t_dask[2]:.2f}x).
+"""
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cpu = platform.processor() or platform.machine()
     text = f"""# Grading benchmark
@@ -158,8 +229,9 @@ Machine: {os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()},
 | **total** | {n} | **{total_nb:.1f}** | **{total_cg:.1f}** | **{ratio:.2f}** |
 
 Ratio = serial nbgrader time / `course grade` time (above 1: `course grade` is faster).
-Submissions per chapter: {mix}.
-
+Submissions per chapter: {mix}. Load average (1, 5, 15 min) when the runs ended:
+{load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} on {os.cpu_count()} cores.
+{dask_text}
 Re-run: `.venv/bin/python benchmarks/grading.py --note "..."`.
 """
     args.out.write_text(text, encoding="utf-8")
