@@ -126,6 +126,7 @@ def cmd_release(args) -> int:
 
 
 def cmd_grade(args) -> int:
+    from course.grading.budget import BudgetError
     from course.grading.distributed import ClusterError
     from course.grading.exercises import RegistryError
     from course.grading.grade import IsolationUnavailable, grade
@@ -146,7 +147,7 @@ def cmd_grade(args) -> int:
                      workers=args.workers, isolate=not args.no_isolation, timeout=args.timeout,
                      cell_timeout=args.cell_timeout, on_row=progress,
                      scheduler=args.scheduler, budgets=not args.flat_limits)
-    except ClusterError as err:
+    except (ClusterError, BudgetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except IsolationUnavailable as err:

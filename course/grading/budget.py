@@ -178,19 +178,30 @@ def budgets_for(root: Path, exercise, template: Path, work: Path, *, isolate: bo
                 timeout: float, cell_cap: float, probe_cap: float = 30.0) -> Budgets:
     """The budgets, measured once per machine and released notebook (then read from a cache
     under ~/.cache/dl-tuning-course/budgets/), capped by this run's flat limits."""
+    import fcntl
+
     cache = _cache_file(root, exercise, template, isolate)
     try:
-        data = json.loads(cache.read_text(encoding="utf-8"))
-        found = Budgets(**data)
-    except (OSError, ValueError, TypeError):
-        found = measure_budgets(root, exercise, template, work, isolate=isolate,
-                                timeout=timeout, cell_cap=300.0, probe_cap=30.0)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        lock = cache.with_suffix(".lock").open("a")
+    except OSError:
+        lock = None  # no cache folder: measure every time
+    try:
+        if lock is not None:  # one process measures, the others wait and read its result
+            fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(found.__dict__), encoding="utf-8")
-            tmp.replace(cache)
-        except OSError:
-            pass  # no cache: measured again next time
+            found = Budgets(**json.loads(cache.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            found = measure_budgets(root, exercise, template, work, isolate=isolate,
+                                    timeout=timeout, cell_cap=300.0, probe_cap=30.0)
+            try:
+                tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(found.__dict__), encoding="utf-8")
+                tmp.replace(cache)
+            except OSError:
+                pass  # no cache: measured again next time
+    finally:
+        if lock is not None:
+            lock.close()
     return Budgets({gid: min(s, cell_cap) for gid, s in found.cells.items()},
                    min(found.other_cells, cell_cap), min(found.probe, probe_cap), found.measured)
