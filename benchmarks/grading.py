@@ -83,6 +83,23 @@ def time_nbgrader(assignments: list[str], subs: dict[str, Path], work: Path) -> 
     return times
 
 
+def measure_budgets(assignments: list[str], work: Path) -> dict[str, float]:
+    """What `course grade` does once per machine and chapter: grade the reference solution
+    to set the time budgets (course/grading/budget.py), into the benchmark's own cache."""
+    times = {}
+    empty = work / "no-submissions"
+    empty.mkdir(exist_ok=True)
+    for assignment in assignments:
+        start = time.perf_counter()
+        subprocess.run([str(Path(sys.executable).parent / "course"), "grade", assignment,
+                        str(empty), "--out", str(work / "budgets" / assignment)], cwd=ROOT,
+                       capture_output=True, check=True)
+        times[assignment] = time.perf_counter() - start
+        print(f"  budgets of {assignment} (reference solution, once per machine): "
+              f"{times[assignment]:.1f} s", flush=True)
+    return times
+
+
 def time_course_grade(assignments: list[str], subs: dict[str, Path], work: Path,
                       workers: int) -> tuple[dict[str, float], dict[str, list]]:
     times, rows = {}, {}
@@ -183,6 +200,9 @@ def main(argv=None) -> int:
               f"course grade with {args.workers} workers", flush=True)
         print("serial nbgrader autograde:", flush=True)
         t_nb = time_nbgrader(args.assignments, subs, work)
+        os.environ["XDG_CACHE_HOME"] = str(work / "cache")  # measured in this run
+        print("course grade, once per machine and chapter:", flush=True)
+        t_budget = measure_budgets(args.assignments, work)
         print("course grade (isolated):", flush=True)
         t_cg, rows = time_course_grade(args.assignments, subs, work, args.workers)
         t_dask = {}
@@ -210,6 +230,7 @@ scheduler and `dask worker --nthreads 1` processes, each with its own scratch fo
 {args.students} submissions, same run): 1 worker process {t_dask[1]:.1f} s, 2 worker processes
 {t_dask[2]:.1f} s ({t_dask[1] / t_dask[2]:.2f}x).
 """
+    budget_text = ", ".join(f"{a} {t:.1f}" for a, t in t_budget.items())
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cpu = platform.processor() or platform.machine()
     text = f"""# Grading benchmark
@@ -229,6 +250,9 @@ Machine: {os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()},
 | **total** | {n} | **{total_nb:.1f}** | **{total_cg:.1f}** | **{ratio:.2f}** |
 
 Ratio = serial nbgrader time / `course grade` time (above 1: `course grade` is faster).
+Before the timed runs, `course grade` measured each chapter's time budgets on this machine by
+grading the reference solution once (what it does the first time it grades a chapter on a
+machine; cached afterwards): {budget_text} s.
 Submissions per chapter: {mix}. Load average (1, 5, 15 min) when the runs ended:
 {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} on {os.cpu_count()} cores.
 {dask_text}
