@@ -41,6 +41,7 @@ from course.grading.exercises import registry  # noqa: E402
 from course.grading.samples import mistakes, sample_notebook  # noqa: E402
 
 EXERCISES = registry(ROOT)
+KEEP_FROM = "## Cost per student"
 
 
 def make_submissions(assignment: str, n: int, dest: Path) -> dict[str, str]:
@@ -258,7 +259,11 @@ Submissions per chapter: {mix}. Load average (1, 5, 15 min) when the runs ended:
 {dask_text}
 Re-run: `.venv/bin/python benchmarks/grading.py --note "..."`.
 """
-    args.out.write_text(text, encoding="utf-8")
+    keep = ""  # the sections written by hand (cost breakdown) survive a re-run
+    if args.out.exists():
+        old = args.out.read_text(encoding="utf-8")
+        keep = old[old.index(KEEP_FROM):] if KEEP_FROM in old else ""
+    args.out.write_text(text + ("\n" + keep if keep else ""), encoding="utf-8")
     print(f"wrote {args.out}")
     return 0
 

@@ -57,14 +57,13 @@ def test_nbgrader_config_gives_each_cell_its_budget():
 
 @pytest.mark.slow
 @pytest.mark.sandbox
-def test_a_looping_submission_costs_its_budget_not_the_flat_limit(tmp_path, monkeypatch):
+def test_a_looping_submission_costs_its_budget_not_the_flat_limit(tmp_path):
     """f_score never returns: the cells and probes that call it stop at their budgets, the
     others pass, and nbgrader's report is complete (no wall-clock limit reached)."""
     from course.grading.exercises import exercise_for
     from course.grading.grade import grade
     from course.grading.samples import sample_notebook, solution_code
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # measured in this test
     ex = exercise_for("01_metrics", ROOT)
     looping = solution_code(ROOT, "01_metrics") + (
         "\n\ndef f_score(precision, recall, beta=1.0):\n    while True:\n        pass\n")
@@ -77,7 +76,8 @@ def test_a_looping_submission_costs_its_budget_not_the_flat_limit(tmp_path, monk
     rows = grade("01_metrics", tmp_path / "subs", tmp_path / "out", root=ROOT, workers=1,
                  timeout=600)
     row = rows[0]
-    cached = json.loads(next((tmp_path / "cache").rglob("01_metrics-*.json")).read_text())
+    template = tmp_path / "out" / "work" / "_template"
+    cached = json.loads(budget._cache_file(ROOT, ex, template, True).read_text())
     assert cached["cells"] and all(budget.CELL_FLOOR <= s <= 300 for s in cached["cells"].values())
     assert budget.PROBE_FLOOR <= cached["probe"] <= 30
     assert row.status == "graded" and row.score < row.max_score, row

@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["ClusterError", "grade_on_cluster", "grader_fingerprint"]
+__all__ = ["ClusterError", "check_cluster", "grade_on_cluster", "grader_fingerprint"]
 
 _FEEDBACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,120}\.html")
 _unpack_lock = threading.Lock()
@@ -164,6 +164,17 @@ def _connect(address: str, connect_timeout: float, worker_timeout: float):
             f"start workers with `dask worker {address}` on machines that have the course "
             "installed and bubblewrap") from err
     return client
+
+
+def check_cluster(address: str, *, isolate: bool, connect_timeout: float = 10,
+                  worker_timeout: float = 60) -> None:
+    """Fail fast, before any work here: the scheduler answers, has workers, and they can grade
+    (ClusterError otherwise)."""
+    client = _connect(address, connect_timeout, worker_timeout)
+    try:
+        _check_workers(client, isolate)
+    finally:
+        client.close()
 
 
 def _check_workers(client, isolate: bool) -> None:

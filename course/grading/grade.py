@@ -133,6 +133,10 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
     root = find_root(Path(root) if root else None)
     exercise = exercise_for(assignment, root)
     _check_options(timeout, cell_timeout, isolate)
+    if scheduler:  # an unreachable or misconfigured cluster fails before any work here
+        from course.grading.distributed import check_cluster
+
+        check_cluster(scheduler, isolate=isolate, connect_timeout=connect_timeout)
     out_dir = Path(out_dir).resolve()
     template = _prepare_template(root, exercise, out_dir / "work", cell_timeout)
     ctx = _Context(exercise, template, out_dir, isolate, timeout)
