@@ -125,9 +125,23 @@ def cmd_release(args) -> int:
     return 0
 
 
+def _recorder(args):
+    """Where `course grade` records the class: --db, else nbgrader's db_url of the course."""
+    from course.grading.deadlines import load_policies
+    from course.grading.gradebook import Recorder, course_dir, nbgrader_settings
+    from course.notebooks import find_root
+
+    root = find_root(args.root)
+    db_url, course_id = nbgrader_settings(root)
+    return Recorder(args.db or db_url, course_dir(args.db, root), course_id=course_id,
+                    wait=args.db_wait, policies=load_policies(root),
+                    say=lambda line: print(line, flush=True))
+
+
 def cmd_grade(args) -> int:
     from course.grading.exercises import RegistryError
     from course.grading.grade import IsolationUnavailable, grade
+    from course.grading.gradebook import GradebookBusy, safe_url
 
     if args.no_isolation:
         print("WARNING: --no-isolation: student code runs as you, with access to your files, "
@@ -141,9 +155,13 @@ def cmd_grade(args) -> int:
 
     start = time.perf_counter()
     try:
+        recorder = _recorder(args)
         rows = grade(args.assignment, args.submissions, args.out, root=args.root,
                      workers=args.workers, isolate=not args.no_isolation, timeout=args.timeout,
-                     cell_timeout=args.cell_timeout, on_row=progress)
+                     cell_timeout=args.cell_timeout, on_row=progress, gradebook=recorder)
+    except GradebookBusy as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     except IsolationUnavailable as err:
         print(f"error: cannot isolate student code here: {err}\nInstall bubblewrap, or pass "
               "--no-isolation to grade without isolation (unsafe).", file=sys.stderr)
@@ -161,7 +179,8 @@ def cmd_grade(args) -> int:
     print(f"\n{len(graded)}/{len(rows)} graded, {len(rows) - len(graded)} error(s), "
           f"{sum(r.flagged for r in rows)} flagged; mean score {mean:.2f}; "
           f"{time.perf_counter() - start:.1f} s with {args.workers or os.cpu_count()} worker(s)")
-    print(f"grades: {args.out / 'grades.csv'}; feedback: {args.out / 'feedback'}")
+    print(f"grades: {args.out / 'grades.csv'}; feedback: {args.out / 'feedback'}; "
+          f"review in formgrader: {safe_url(recorder.db_url)}")
     return 0
 
 
@@ -316,6 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     grd.add_argument("--cell-timeout", type=int, default=None,
                      help="seconds nbgrader lets one cell run before it interrupts it and "
                      "fails the cell (default: Execute.timeout of autograder/nbgrader_config.py)")
+    grd.add_argument("--db", default=None, metavar="URL",
+                     help="nbgrader gradebook to record into, any SQLAlchemy URL, e.g. "
+                     "postgresql://user@host/course (default: nbgrader's db_url, the "
+                     "gradebook.db of the course directory)")
+    grd.add_argument("--db-wait", type=float, default=600, metavar="S",
+                     help="seconds to wait while another `course grade` records into the same "
+                     "gradebook before giving up (default 600)")
     grd.add_argument("--root", type=Path, default=None, help="course repository root")
     grd.set_defaults(func=cmd_grade)
     return parser

@@ -162,7 +162,8 @@ def _grade_batches(shared: Path) -> None:
         subs, out = shared / f"submissions-{assignment}", shared / f"graded-{assignment}"
         build_batch(assignment, subs)
         cmd = [sys.executable, "-m", "course.cli", "grade", assignment, str(subs),
-               "--out", str(out), "--workers", str(WORKERS), "--root", str(ROOT)]
+               "--out", str(out), "--workers", str(WORKERS), "--root", str(ROOT),
+               "--db", f"sqlite:///{out}/gradebook.db"]  # not the course's own gradebook
         procs[assignment] = subprocess.Popen(
             cmd + ([] if ISOLATE else ["--no-isolation"]), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from course.grading.exercises import GradedExercise, exercise_for
 from course.grading.feedback import publish_feedback
+from course.grading.gradebook import Recorder
 from course.grading.nbgrader_step import run_nbgrader
 from course.grading.results import GradeRow, read_results, record, write_grades_csv
 from course.grading.submissions import Submission, collect
@@ -84,14 +85,16 @@ def _prepare_template(root: Path, exercise: GradedExercise, work: Path,
 def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | None = None,
           workers: int | None = None, isolate: bool = True, timeout: float = 600,
           cell_timeout: int | None = None,
-          on_row: Callable[[GradeRow, int, int], None] | None = None) -> list[GradeRow]:
+          on_row: Callable[[GradeRow, int, int], None] | None = None,
+          gradebook: Recorder | None = None) -> list[GradeRow]:
     """Grade every submission of ``assignment`` in ``submissions``; rows sorted by student.
 
     ``timeout`` is the wall-clock limit in seconds for each sandboxed step of one student.
     ``cell_timeout`` is nbgrader's limit for one cell (default: ``Execute.timeout`` of
     autograder/nbgrader_config.py): a cell that runs longer is interrupted and fails, and the
     rest of the notebook is still graded. Keep it below ``timeout``, which discards nbgrader's
-    whole report. ``on_row(row, done, total)`` is called as each student finishes. Raises
+    whole report. ``on_row(row, done, total)`` is called as each student finishes.
+    ``gradebook`` records the class in nbgrader's gradebook once all are graded. Raises
     ValueError for an assignment without graded exercises, RegistryError when the exercise
     modules and the source notebook disagree, and IsolationUnavailable when ``isolate`` and
     the sandbox cannot isolate on this machine.
@@ -126,7 +129,11 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
     finally:  # on Ctrl-C: start no other student; what is recorded stays recorded
         pool.shutdown(wait=True, cancel_futures=True)
         write_grades_csv(out_dir)
-    return sorted(rows, key=lambda r: r.student_id)
+    rows = sorted(rows, key=lambda r: r.student_id)
+    if gradebook is not None:  # 5. the class into nbgrader's gradebook (gradebook.py)
+        gradebook.record(exercise, rows, template=template, out_dir=out_dir,
+                         submissions=Path(submissions))
+    return rows
 
 
 def _grade_one(sub: Submission, sha: str, ctx: _Context) -> GradeRow:

@@ -1,0 +1,249 @@
+"""`course grade` records the trusted scores in nbgrader's gradebook (SQLite and PostgreSQL).
+
+One real class of chapter 1 (the solution, the untouched release and a common mistake) is
+graded once per session with `course grade` in the sandbox; the tests record its rows again
+(what a resumed or repeated run does), into fresh SQLite files and databases of a PostgreSQL
+server they start themselves, and read them back with nbgrader's own API.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+from postgres import PostgresServer, find_binaries
+
+from course.grading.exercises import exercise_for
+from course.grading.gradebook import (
+    COMMENT_HEADER,
+    GradebookBusy,
+    Recorder,
+    gradebook_lock,
+    open_gradebook,
+    recorded,
+)
+from course.grading.results import read_results
+from course.grading.samples import write_samples
+from course.grading.sandbox import isolation_available
+from course.notebooks import find_root
+
+ROOT = find_root()
+ASSIGNMENT = "01_metrics"
+STUDENTS = ("solution", "untouched", "f-arithmetic-mean")
+COURSE_ID = "dl-tuning"
+
+pytestmark = [pytest.mark.slow, pytest.mark.sandbox]
+
+
+def _course_grade(subs: Path, out: Path, db: str, *extra: str) -> subprocess.Popen:
+    isolate, _ = isolation_available()
+    cmd = [sys.executable, "-m", "course.cli", "grade", ASSIGNMENT, str(subs), "--out", str(out),
+           "--workers", "2", "--root", str(ROOT), "--db", db, *extra]
+    return subprocess.Popen(cmd + ([] if isolate else ["--no-isolation"]),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture(scope="session")
+def graded_class(shared_dir) -> tuple[Path, Path]:
+    """(submissions, out) of a class graded by `course grade` into out/gradebook.db."""
+    subs, out = shared_dir / "gradebook-class", shared_dir / "gradebook-graded"
+    with FileLock(str(shared_dir / "gradebook-class.lock")):
+        if not (out / "done").exists():
+            every = shared_dir / "gradebook-samples"
+            write_samples(ROOT, ASSIGNMENT, every)
+            for student in STUDENTS:
+                shutil.copytree(every / student, subs / student, dirs_exist_ok=True)
+            proc = _course_grade(subs, out, f"sqlite:///{out}/gradebook.db")
+            stdout, _ = proc.communicate()
+            assert proc.returncode == 0, stdout
+            (out / "stdout.txt").write_text(stdout)
+            (out / "done").write_text("")
+    return subs, out
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server of this session (skipped where its binaries are missing)."""
+    bin_dir = find_binaries()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL's initdb and pg_ctl are missing: `bash scripts/setup-system.sh` "
+                    "installs them (Debian's postgresql)")
+    server = PostgresServer(bin_dir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A new, empty gradebook of each kind."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/gradebook.db"
+    name = "gb_" + os.urandom(6).hex()
+    return request.getfixturevalue("postgres").url(name)
+
+
+def _grades_csv(out: Path) -> dict[str, dict]:
+    with (out / "grades.csv").open(newline="") as f:
+        return {r["student_id"]: r for r in csv.DictReader(f)}
+
+
+def _copy_out(out: Path, dest: Path) -> Path:
+    """The graded class's out folder, without its gradebook and formgrader copies."""
+    shutil.copytree(out, dest)
+    shutil.rmtree(dest / "autograded")
+    for path in dest.glob("gradebook.db*"):
+        path.unlink()
+    return dest
+
+
+def _record(db_url: str, out: Path, subs: Path, course_dir: Path, **kwargs) -> list[str]:
+    rows = sorted({r.student_id: r for r in read_results(out)}.values(),
+                  key=lambda r: r.student_id)
+    said = []
+    recorder = Recorder(db_url, course_dir, course_id=COURSE_ID, say=said.append, **kwargs)
+    recorder.record(exercise_for(ASSIGNMENT, ROOT), rows, template=out / "work" / "_template",
+                    out_dir=out, submissions=subs)
+    return said
+
+
+def _check_matches_grades_csv(db_url: str, out: Path) -> None:
+    csv_rows = _grades_csv(out)
+    cells = {r.student_id: r.cells for r in read_results(out)}
+    scores = recorded(db_url, COURSE_ID, ASSIGNMENT)
+    assert sorted(scores) == sorted(STUDENTS)
+    for student, by_cell in scores.items():
+        assert by_cell == {gid: c["points"] for gid, c in cells[student].items()}
+        assert sum(by_cell.values()) == pytest.approx(float(csv_rows[student]["score"]))
+    with open_gradebook(db_url, COURSE_ID) as gb:
+        for student in STUDENTS:
+            submission = gb.find_submission(ASSIGNMENT, student)
+            assert submission.score == pytest.approx(float(csv_rows[student]["score"]))
+            assert submission.max_score == pytest.approx(float(csv_rows[student]["max_score"]))
+            assert not submission.needs_manual_grade
+            comment = gb.find_comment("f_score_solution", ASSIGNMENT, ASSIGNMENT, student)
+            assert comment.auto_comment.startswith(COMMENT_HEADER)
+            nbgrader_score = float(csv_rows[student]["nbgrader_score"])
+            assert f"nbgrader's in-process score: {nbgrader_score:g}/6" in comment.auto_comment
+
+
+def test_course_grade_records_the_trusted_scores_in_the_gradebook(graded_class):
+    subs, out = graded_class
+    _check_matches_grades_csv(f"sqlite:///{out}/gradebook.db", out)
+    assert "3 submission(s) of 01_metrics recorded" in (out / "stdout.txt").read_text()
+    # formgrader's copy of each graded notebook, beside the SQLite gradebook
+    for student in STUDENTS:
+        assert (out / "autograded" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").is_file()
+
+
+def test_recorded_scores_match_grades_csv(graded_class, db_url, tmp_path):
+    subs, out = graded_class
+    _record(db_url, out, subs, tmp_path)
+    _check_matches_grades_csv(db_url, out)
+    _record(db_url, out, subs, tmp_path)  # a repeated run: nothing doubled
+    _check_matches_grades_csv(db_url, out)
+    with open_gradebook(db_url, COURSE_ID) as gb:
+        assert len(gb.assignment_submissions(ASSIGNMENT)) == len(STUDENTS)
+
+
+def _set_manual_score(db_url: str, student: str, cell: str, score: float) -> None:
+    """What formgrader's grade API does when a person types a score."""
+    with open_gradebook(db_url, COURSE_ID) as gb:
+        grade = gb.find_grade(cell, ASSIGNMENT, ASSIGNMENT, student)
+        grade.manual_score = score
+        grade.needs_manual_grade = False
+        gb.db.commit()
+
+
+def test_a_manual_score_survives_a_regrade(graded_class, db_url, tmp_path):
+    subs, out = graded_class
+    _record(db_url, out, subs, tmp_path)
+    _set_manual_score(db_url, "untouched", "test_f_score_values", 1.5)
+    said = _record(db_url, out, subs, tmp_path)
+    assert ("untouched test_f_score_values: kept the manual score 1.5 given in formgrader "
+            "(trusted score 0)") in said
+    with open_gradebook(db_url, COURSE_ID) as gb:
+        grade = gb.find_grade("test_f_score_values", ASSIGNMENT, ASSIGNMENT, "untouched")
+        assert (grade.manual_score, grade.auto_score, grade.score) == (1.5, 0.0, 1.5)
+        assert not grade.needs_manual_grade  # the same notebook: the person's review stands
+        assert gb.find_submission(ASSIGNMENT, "untouched").score == 1.5
+
+
+def test_a_resumed_course_grade_keeps_the_manual_score(graded_class, tmp_path):
+    subs, out = graded_class
+    copy = _copy_out(out, tmp_path / "out")
+    db = f"sqlite:///{copy}/gradebook.db"
+    _record(db, copy, subs, copy)
+    _set_manual_score(db, "solution", "test_binary_scores", 1.0)
+    proc = _course_grade(subs, copy, db)
+    stdout, _ = proc.communicate()
+    assert proc.returncode == 0, stdout
+    assert "(already graded)" in stdout
+    assert "solution test_binary_scores: kept the manual score 1 given in formgrader" in stdout
+    assert recorded(db, COURSE_ID, ASSIGNMENT)["solution"]["test_binary_scores"] == 1.0
+
+
+def test_a_flagged_submission_is_marked_for_manual_review(graded_class, db_url, tmp_path):
+    subs, out = graded_class
+    rows = {r.student_id: r for r in read_results(out)}
+    row = rows["solution"]  # as if nbgrader's own test cell had failed: the two disagree
+    row.cells["test_f_score_values"]["nbgrader"] = 0.0
+    row.nbgrader_score, row.flagged = row.score - 2.0, True
+    recorder = Recorder(db_url, tmp_path, course_id=COURSE_ID, say=lambda _: None)
+    recorder.record(exercise_for(ASSIGNMENT, ROOT), [row], template=out / "work" / "_template",
+                    out_dir=out, submissions=subs)
+    with open_gradebook(db_url, COURSE_ID) as gb:
+        notebook = gb.find_submission_notebook(ASSIGNMENT, ASSIGNMENT, "solution")
+        assert notebook.flagged and notebook.needs_manual_grade
+        review = {g.name for g in notebook.grades if g.needs_manual_grade}
+        assert review == {"test_f_score_values"}
+        assert notebook.score == 6.0  # the trusted score stays until a person decides
+        comment = gb.find_comment("f_score_solution", ASSIGNMENT, ASSIGNMENT, "solution")
+        assert "FLAGGED for review" in comment.auto_comment
+
+
+def test_a_busy_gradebook_is_refused_clearly_and_nothing_is_recorded(graded_class, db_url,
+                                                                     tmp_path):
+    subs, out = graded_class
+    with gradebook_lock(db_url, wait=0), pytest.raises(GradebookBusy) as err:
+        _record(db_url, out, subs, tmp_path, wait=0.5)
+    assert "another `course grade` is still recording into" in str(err.value)
+    assert "Run the same command again" in str(err.value)
+    with open_gradebook(db_url, COURSE_ID) as gb:
+        assert gb.assignment_submissions(ASSIGNMENT) == []
+
+
+def test_two_concurrent_course_grade_runs_lose_nothing(graded_class, db_url, tmp_path):
+    """Two resumed runs wait on a held gradebook, then record one after the other."""
+    subs, out = graded_class
+    runs = []
+    with gradebook_lock(db_url, wait=0):
+        for name in ("ta1", "ta2"):
+            copy = _copy_out(out, tmp_path / name)
+            runs.append(_course_grade(subs, copy, db_url))
+        deadline = time.monotonic() + 300
+        waiting = [False, False]
+        while not all(waiting) and time.monotonic() < deadline:
+            for i, proc in enumerate(runs):
+                if not waiting[i]:
+                    line = proc.stdout.readline()
+                    waiting[i] = "waiting for another `course grade`" in line
+                    assert line or proc.poll() is None, "a run ended before it waited"
+        assert all(waiting), "both runs should wait for the held gradebook"
+    outputs = [proc.communicate()[0] for proc in runs]
+    assert [proc.returncode for proc in runs] == [0, 0], outputs
+    for stdout in outputs:
+        assert "3 submission(s) of 01_metrics recorded" in stdout
+    _check_matches_grades_csv(db_url, out)
+    with open_gradebook(db_url, COURSE_ID) as gb:
+        submissions = gb.assignment_submissions(ASSIGNMENT)
+        assert sorted(s.student.id for s in submissions) == sorted(STUDENTS)
+        for submission in submissions:
+            (notebook,) = submission.notebooks
+            assert len(notebook.grades) == len({g.name for g in notebook.grades})
