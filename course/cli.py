@@ -184,6 +184,46 @@ def cmd_grade(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from course.grading.exercises import RegistryError, registry
+    from course.grading.export import read_gradebook, write_canvas, write_gradescope, write_wide
+    from course.grading.gradebook import nbgrader_settings, safe_url
+    from course.notebooks import find_root
+
+    root = find_root(args.root)
+    try:
+        graded = registry(root)
+    except RegistryError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    unknown = sorted(set(args.assignments) - set(graded))
+    if unknown:
+        print(f"error: no graded assignment {', '.join(unknown)}; graded: {', '.join(graded)}",
+              file=sys.stderr)
+        return 2
+    db_url, course_id = nbgrader_settings(root)
+    db_url = args.db or db_url
+    notebooks = {a: graded[a].notebook for a in (args.assignments or graded)}
+    results = read_gradebook(db_url, course_id, notebooks)
+    if not results:
+        print(f"error: no graded submissions of {', '.join(notebooks)} in {safe_url(db_url)}: "
+              "run `course grade` first (with the same --db)", file=sys.stderr)
+        return 1
+    out = args.out
+    write_canvas(results, out / "canvas.csv")
+    write_wide(results, out / "grades_wide.csv")
+    jsons = write_gradescope(results, out / "gradescope")
+    _print_table([(r.assignment, r.student, f"{r.score:g}/{r.max_score:g}",
+                   f"-{r.late_penalty:g}" if r.late_penalty else "", r.notes()[:70])
+                  for r in results], ("assignment", "student", "score", "late", "notes"))
+    ungraded = sum(len(r.ungraded) for r in results)
+    print(f"\n{len(results)} submission(s) from {safe_url(db_url)}; {ungraded} answer(s) still "
+          f"to grade in formgrader (counted 0 until then)")
+    print(f"Canvas: {out / 'canvas.csv'}; wide: {out / 'grades_wide.csv'}; Gradescope: "
+          f"{out / 'gradescope'}/<assignment>/<student>/results.json ({len(jsons)} files)")
+    return 0
+
+
 def _check_samples(rows, kinds: dict[str, str]) -> list[str]:
     """What is wrong with a graded sample batch: only the solution may get full marks."""
     problems = []
@@ -344,6 +384,22 @@ def build_parser() -> argparse.ArgumentParser:
                      "gradebook before giving up (default 600)")
     grd.add_argument("--root", type=Path, default=None, help="course repository root")
     grd.set_defaults(func=cmd_grade)
+
+    exp = sub.add_parser("export", help="export the gradebook for Canvas, a spreadsheet and "
+                         "Gradescope", description="Read nbgrader's gradebook (trusted scores, "
+                         "manual scores from formgrader, late penalties) and write OUT/canvas.csv "
+                         "(Canvas's gradebook import), OUT/grades_wide.csv (one column per "
+                         "assignment and per graded cell) and OUT/gradescope/<assignment>/"
+                         "<student>/results.json (Gradescope's autograder results).")
+    exp.add_argument("assignments", nargs="*",
+                     help="graded chapter folders (default: every graded one)")
+    exp.add_argument("--out", type=Path, default=Path("grading/export"),
+                     help="output folder (default: grading/export)")
+    exp.add_argument("--db", default=None, metavar="URL",
+                     help="the gradebook (default: nbgrader's db_url, gradebook.db of the course "
+                     "directory)")
+    exp.add_argument("--root", type=Path, default=None, help="course repository root")
+    exp.set_defaults(func=cmd_export)
     return parser
 
 

@@ -9,17 +9,20 @@ server they start themselves, and read them back with nbgrader's own API.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from filelock import FileLock
 from postgres import PostgresServer, find_binaries
 
+from course.grading.deadlines import LatePolicy
 from course.grading.exercises import exercise_for
 from course.grading.gradebook import (
     COMMENT_HEADER,
@@ -247,3 +250,124 @@ def test_two_concurrent_course_grade_runs_lose_nothing(graded_class, db_url, tmp
         for submission in submissions:
             (notebook,) = submission.notebooks
             assert len(notebook.grades) == len({g.name for g in notebook.grades})
+
+
+# ------------------------------------------------------------ deadlines and `course export`
+
+# Canvas's gradebook import (Canvas guides, "import grades in the Gradebook"): the student is
+# identified by Student name, ID or SIS User ID, with SIS Login ID and Section; every other
+# column is an assignment, numeric scores.
+CANVAS_IDENTITY = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
+# Gradescope's autograder specification (gradescope-autograders.readthedocs.io, "specs"):
+GRADESCOPE_TOP = {"score", "execution_time", "output", "output_format", "test_output_format",
+                  "test_name_format", "visibility", "stdout_visibility", "extra_data", "tests",
+                  "leaderboard"}
+GRADESCOPE_TEST = {"score", "max_score", "status", "name", "name_format", "number", "output",
+                   "output_format", "tags", "visibility", "extra_data"}
+GRADESCOPE_VISIBILITY = {"visible", "hidden", "after_due_date", "after_published"}
+DEADLINE = datetime(2026, 10, 5, 21, 59, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def late_class(graded_class, tmp_path):
+    """The class recorded with a deadline: solution 36 h late (timestamp.txt), untouched on
+    time (timestamp.txt), f-arithmetic-mean 3 days late (the notebook's file time)."""
+    subs, out = graded_class
+    late_subs = tmp_path / "subs"
+    shutil.copytree(subs, late_subs)
+    (late_subs / "solution" / "timestamp.txt").write_text(
+        (DEADLINE + timedelta(hours=36)).strftime("%Y-%m-%d %H:%M:%S.%f UTC"))
+    (late_subs / "untouched" / "timestamp.txt").write_text("2026-10-05 20:00:00.000000 UTC")
+    stamp = (DEADLINE + timedelta(days=3)).timestamp()
+    os.utime(late_subs / "f-arithmetic-mean" / f"{ASSIGNMENT}.ipynb", (stamp, stamp))
+    db = f"sqlite:///{tmp_path}/gradebook.db"
+    policy = LatePolicy(deadline=DEADLINE, per_day=0.1, max_fraction=0.5, grace_minutes=15)
+    _record(db, out, late_subs, tmp_path, policies={ASSIGNMENT: policy})
+    return db, out
+
+
+def test_the_late_penalty_is_recorded_from_the_submission_time(late_class):
+    db, _ = late_class
+    with open_gradebook(db, COURSE_ID) as gb:
+        assert gb.find_assignment(ASSIGNMENT).duedate == DEADLINE.replace(tzinfo=None)
+        penalty = {s.student.id: s.notebooks[0].late_submission_penalty
+                   for s in gb.assignment_submissions(ASSIGNMENT)}
+    # 36 h late: 2 started days x 10% of 6 points; 3 days late: 30% of 6, capped at the score 1
+    assert penalty == {"solution": pytest.approx(1.2), "untouched": None,
+                       "f-arithmetic-mean": pytest.approx(1.0)}
+
+
+def _export(db: str, out: Path) -> str:
+    result = subprocess.run([sys.executable, "-m", "course.cli", "export", "--db", db, "--out",
+                             str(out), "--root", str(ROOT)], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_canvas_export_has_canvas_columns_and_the_penalised_scores(late_class, tmp_path):
+    db, out = late_class
+    _export(db, tmp_path / "export")
+    with (tmp_path / "export" / "canvas.csv").open(newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        rows = list(reader)
+    assert header == [*CANVAS_IDENTITY, ASSIGNMENT, "Notes"]
+    by_login = {row[3]: dict(zip(header, row, strict=True)) for row in rows}
+    assert sorted(by_login) == sorted(STUDENTS) and len(rows) == len(STUDENTS)
+    csv_rows = _grades_csv(out)
+    penalty = {"solution": 1.2, "untouched": 0.0, "f-arithmetic-mean": 1.0}
+    for student, row in by_login.items():
+        assert row["SIS User ID"] == student and row["Student"] == student
+        expected = float(csv_rows[student]["score"]) - penalty[student]
+        assert float(row[ASSIGNMENT]) == pytest.approx(expected)
+    assert "late by 36.0 h: -1.2 points (score before the penalty 6)" in \
+        by_login["solution"]["Notes"]
+    assert by_login["untouched"]["Notes"] == ""
+
+
+def test_wide_export_has_a_column_per_assignment_and_per_test_cell(late_class, tmp_path):
+    db, out = late_class
+    _export(db, tmp_path / "export")
+    with (tmp_path / "export" / "grades_wide.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    cells = exercise_for(ASSIGNMENT, ROOT).points
+    assert list(rows[0]) == ["student_id", ASSIGNMENT, f"{ASSIGNMENT} late_penalty",
+                             f"{ASSIGNMENT} submitted", f"{ASSIGNMENT} ungraded",
+                             *(f"{ASSIGNMENT}/{gid}" for gid in cells)]
+    assert rows[0]["student_id"] == "max_score"
+    assert {gid: float(rows[0][f"{ASSIGNMENT}/{gid}"]) for gid in cells} == cells
+    trusted = {r.student_id: r.cells for r in read_results(out)}
+    for row in rows[1:]:
+        student = row["student_id"]
+        per_cell = {gid: float(row[f"{ASSIGNMENT}/{gid}"]) for gid in cells}
+        assert per_cell == {gid: c["points"] for gid, c in trusted[student].items()}
+        assert float(row[ASSIGNMENT]) == pytest.approx(
+            sum(per_cell.values()) - float(row[f"{ASSIGNMENT} late_penalty"]))
+    assert {r["student_id"]: r[f"{ASSIGNMENT} submitted"] for r in rows[1:]}["solution"] == \
+        "2026-10-07T09:59:00Z"
+
+
+def test_gradescope_results_follow_the_specification(late_class, tmp_path):
+    db, out = late_class
+    _export(db, tmp_path / "export")
+    trusted = {r.student_id: r for r in read_results(out)}
+    for student in STUDENTS:
+        path = tmp_path / "export" / "gradescope" / ASSIGNMENT / student / "results.json"
+        data = json.loads(path.read_text())
+        assert set(data) <= GRADESCOPE_TOP and data["visibility"] in GRADESCOPE_VISIBILITY
+        assert [t["name"] for t in data["tests"]] == list(exercise_for(ASSIGNMENT, ROOT).points)
+        for test in data["tests"]:
+            assert set(test) <= GRADESCOPE_TEST
+            assert {"name", "score", "max_score", "visibility", "status"} <= set(test)
+            assert test["visibility"] in GRADESCOPE_VISIBILITY
+            cell = trusted[student].cells[test["name"]]
+            assert (test["score"], test["max_score"]) == (cell["points"], cell["max_points"])
+            assert test["status"] == ("passed" if cell["passed"] else "failed")
+            # every test cell of chapter 1 holds hidden tests: only passed or failed is shown
+            assert test["output"] == test["status"]
+        assert data["score"] == pytest.approx(sum(t["score"] for t in data["tests"])
+                                              - data["extra_data"]["late_penalty"])
+    solution = json.loads((tmp_path / "export" / "gradescope" / ASSIGNMENT / "solution"
+                           / "results.json").read_text())
+    assert "-1.2 points" in solution["output"] and solution["score"] == pytest.approx(4.8)
