@@ -5,8 +5,8 @@ scores from formgrader, late penalties), never from grades.csv. Three formats:
 
 - ``canvas.csv``: Canvas's gradebook import: ``Student, ID, SIS User ID, SIS Login ID,
   Section``, then one column per assignment holding the score after the late penalty, and
-  ``Notes`` saying what was taken off and what is still ungraded (Canvas matches students by
-  SIS Login ID, here the student id; new assignment columns become new assignments);
+  ``Notes`` saying what was taken off and what is still ungraded (the SIS User ID and SIS
+  Login ID hold the student id; a new assignment column becomes a new Canvas assignment);
 - ``grades_wide.csv``: one row per student, per assignment the total, the late penalty, the
   time handed in and the number of answers still ungraded, then one column per graded cell
   (``<assignment>/<grade_id>``: test cells and written answers); the first row, student

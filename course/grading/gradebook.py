@@ -321,14 +321,15 @@ class Recorder:
             for row in graded:
                 notes += self._record_row(gb, exercise, row, Path(out_dir),
                                           Path(submissions))
-            ungraded = sum(1 for s in gb.assignment_submissions(assignment)
-                           if s.needs_manual_grade)
+            pending = [g.cell.cell_type for s in gb.assignment_submissions(assignment)
+                       for nb in s.notebooks for g in nb.grades if g.needs_manual_grade]
         if skipped:
             notes.append(f"not recorded (nothing to grade, see grades.csv): "
                          f"{', '.join(skipped)}")
         notes.append(f"gradebook {safe_url(self.db_url)}: {len(graded)} submission(s) of "
-                     f"{assignment} recorded; {ungraded} need a person in formgrader "
-                     "(written answers, flagged cells)")
+                     f"{assignment} recorded; still to do in formgrader: "
+                     f"{pending.count('markdown')} written answer(s) to grade, "
+                     f"{pending.count('code')} flagged test cell(s) to review")
         for note in notes:
             self.say(note)
         return notes

@@ -36,8 +36,10 @@ def _scores(course_dir: Path, assignment: str, student: str, course_id: str) -> 
 
     with Gradebook(f"sqlite:///{course_dir / 'gradebook.db'}", course_id) as gb:
         submission = gb.find_submission(assignment, student)
+        # test cells only: a written answer (markdown) is graded by a person, not compared
         return {grade.name: [grade.score, grade.max_score]
-                for notebook in submission.notebooks for grade in notebook.grades}
+                for notebook in submission.notebooks for grade in notebook.grades
+                if grade.cell.cell_type == "code"}
 
 
 def main(argv: list[str]) -> int:
