@@ -56,7 +56,11 @@ def graded_course(tmp_path_factory):
 @pytest.mark.sandbox
 def test_formgrader_lists_graded_students_with_the_trusted_scores(graded_course, page):
     lab, grades = graded_course
-    page.page.goto(lab.url(f"formgrader/gradebook/{ASSIGNMENT}/{ASSIGNMENT}"))
+    # JupyterLab first, as an instructor opens it: it logs the browser in (a cookie), so the
+    # formgrader page's own requests to its API are authenticated
+    page.page.goto(lab.url("lab?reset"))
+    page.page.get_by_role("menuitem", name="Nbgrader", exact=True).wait_for(timeout=120_000)
+    page.page.goto(f"http://127.0.0.1:{lab.port}/formgrader/gradebook/{ASSIGNMENT}/{ASSIGNMENT}")
     rows = page.page.locator("table tbody tr")
     rows.filter(has=page.page.locator("td.score")).first.wait_for(timeout=120_000)
     page.page.locator("#toggle_names").click()  # student ids instead of "Submission #1"
