@@ -44,7 +44,14 @@ def test_released_notebook_hides_solutions_and_hidden_tests(assignment):
     by_id = {_grade_id(c): c for c in released.cells if _grade_id(c)}
     graded = {spec.solution_id, *spec.points}
     assert graded <= set(by_id)
-    for gid in set(by_id) - graded:  # the chapter's closing exercises: ungraded, stubbed
+    # one "in your own words" answer per graded chapter, graded by hand in formgrader
+    written = {_grade_id(c) for c in source.cells if _grade_id(c) and c.cell_type == "markdown"
+               and c.metadata.nbgrader.get("grade")}
+    assert len(written) == 1
+    for gid in written:
+        assert by_id[gid].source == "YOUR ANSWER HERE", gid
+        assert by_id[gid].metadata.nbgrader["points"] == 2, gid
+    for gid in set(by_id) - graded - written:  # the closing exercises: ungraded, stubbed
         assert by_id[gid].metadata.nbgrader["solution"] is True, gid
         assert by_id[gid].metadata.nbgrader["grade"] is False, gid
         assert "raise NotImplementedError()" in by_id[gid].source, gid
