@@ -50,36 +50,55 @@ def _safe_url(name: str, value: str, tag: str) -> bool:
     return True
 
 
-def _clean_tree(element, html_ns: str) -> None:
-    for child in list(element):
-        tag = child.tag if isinstance(child.tag, str) else ""
-        local = tag.rsplit("}", 1)[-1].lower()
-        if local in _DROP_ELEMENTS or (local == "meta" and any(
-                k.rsplit("}", 1)[-1].lower() == "http-equiv" for k in child.attrib)) or (
-                local == "link" and "stylesheet" not in child.get("rel", "").lower()):
-            tail = child.tail
-            index = list(element).index(child)
-            element.remove(child)
-            if tail:  # keep the text that followed the removed element
-                if index > 0:
-                    prev = element[index - 1]
-                    prev.tail = (prev.tail or "") + tail
-                else:
-                    element.text = (element.text or "") + tail
-            continue
-        for key in list(child.attrib):
-            attr = key.rsplit("}", 1)[-1].lower()
-            full = ("xlink:" + attr) if key.startswith("{http://www.w3.org/1999/xlink}") else attr
-            value = child.attrib[key]
-            if attr.startswith("on") or attr in ("srcdoc", "formaction", "http-equiv"):
-                del child.attrib[key]
-            elif (attr in _URL_ATTRS or full in _URL_ATTRS) and not _safe_url(attr, value, local):
-                del child.attrib[key]
-            elif attr == "style" and any(s in value.lower().replace(" ", "")
-                                         for s in ("expression(", "javascript:", "behavior:",
-                                                   "-moz-binding")):
-                del child.attrib[key]
-        _clean_tree(child, html_ns)
+def _drop(child) -> bool:
+    tag = child.tag if isinstance(child.tag, str) else ""
+    local = tag.rsplit("}", 1)[-1].lower()
+    return local in _DROP_ELEMENTS or (local == "meta" and any(
+        k.rsplit("}", 1)[-1].lower() == "http-equiv" for k in child.attrib)) or (
+        local == "link" and "stylesheet" not in child.get("rel", "").lower())
+
+
+def _remove(element, child) -> None:
+    """Remove ``child`` from ``element``, keeping the text that followed it."""
+    tail = child.tail
+    index = list(element).index(child)
+    element.remove(child)
+    if tail:
+        if index > 0:
+            prev = element[index - 1]
+            prev.tail = (prev.tail or "") + tail
+        else:
+            element.text = (element.text or "") + tail
+
+
+def _clean_attributes(child) -> None:
+    local = (child.tag if isinstance(child.tag, str) else "").rsplit("}", 1)[-1].lower()
+    for key in list(child.attrib):
+        attr = key.rsplit("}", 1)[-1].lower()
+        full = ("xlink:" + attr) if key.startswith("{http://www.w3.org/1999/xlink}") else attr
+        value = child.attrib[key]
+        if attr.startswith("on") or attr in ("srcdoc", "formaction", "http-equiv"):
+            del child.attrib[key]
+        elif (attr in _URL_ATTRS or full in _URL_ATTRS) and not _safe_url(attr, value, local):
+            del child.attrib[key]
+        elif attr == "style" and any(s in value.lower().replace(" ", "")
+                                     for s in ("expression(", "javascript:", "behavior:",
+                                               "-moz-binding")):
+            del child.attrib[key]
+
+
+def _clean_tree(root) -> None:
+    """Clean every element below ``root``, with an explicit stack (a page nested thousands of
+    levels deep is cleaned like any other, never a RecursionError)."""
+    stack = [root]
+    while stack:
+        element = stack.pop()
+        for child in list(element):
+            if _drop(child):
+                _remove(element, child)
+                continue
+            _clean_attributes(child)
+            stack.append(child)
 
 
 def sanitize_html(text: str) -> str:
@@ -99,7 +118,7 @@ def sanitize_html(text: str) -> str:
     parser = html5lib.HTMLParser(tree=builder, namespaceHTMLElements=True)
     doc = parser.parse(text)
     ns = "{http://www.w3.org/1999/xhtml}"
-    _clean_tree(doc, ns)
+    _clean_tree(doc)
     head = doc.find(f"{ns}head")
     if head is None:  # html5lib always makes one, but be safe
         head = builder.elementClass("head").element

@@ -32,7 +32,9 @@ from pathlib import Path
 from course.grading.exercises import GradedExercise, exercise_for
 from course.grading.feedback import publish_feedback
 from course.grading.nbgrader_step import run_nbgrader
+from course.grading.protocol import Fail
 from course.grading.results import GradeRow, read_results, record, write_grades_csv
+from course.grading.solution_cell import read_notebook
 from course.grading.submissions import Submission, collect
 from course.grading.trusted import CellScore, trusted_grade
 
@@ -144,8 +146,9 @@ def _grade_one(sub: Submission, sha: str, ctx: _Context) -> GradeRow:
     return row
 
 
-def _copy_notebook(sub: Submission, ctx: _Context) -> tuple[Path, str]:
-    """The student's notebook in a fresh work folder, and why it cannot be read ("" if it can)."""
+def _copy_notebook(sub: Submission, ctx: _Context) -> tuple[Path, str, str]:
+    """The student's notebook (nbformat 4) in a fresh work folder, why it cannot be read ("" if
+    it can) and what was changed to read it (``solution_cell.read_notebook``)."""
     import nbformat
 
     work = ctx.out_dir / "work" / sub.student_id
@@ -153,16 +156,16 @@ def _copy_notebook(sub: Submission, ctx: _Context) -> tuple[Path, str]:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     notebook = work / ctx.exercise.notebook_name
-    shutil.copyfile(sub.notebook, notebook)
     try:
-        nbformat.read(notebook, as_version=4)
-    except Exception as err:  # invalid JSON, not a notebook, undecodable bytes
-        return notebook, f"invalid notebook: {type(err).__name__}: {str(err)[:200]}"
-    return notebook, ""
+        nb, note = read_notebook(sub.notebook)
+    except Fail as err:  # invalid JSON, not a notebook, undecodable bytes, too old
+        return notebook, str(err)[:300], ""
+    nbformat.write(nb, notebook)
+    return notebook, "", note
 
 
 def _grade_notebook(sub: Submission, ctx: _Context, row: GradeRow) -> None:
-    notebook, problem = _copy_notebook(sub, ctx)
+    notebook, problem, note = _copy_notebook(sub, ctx)
     if problem:
         row.reason = problem
         return
@@ -174,6 +177,7 @@ def _grade_notebook(sub: Submission, ctx: _Context, row: GradeRow) -> None:
         sub.student_id, notebook, work / "nbgrader", template=ctx.template,
         assignment=ctx.exercise.assignment, timeout=ctx.timeout, isolate=ctx.isolate)
     _fill_row(row, trusted, nbgrader_scores, problem)
+    row.reason = "; ".join(filter(None, [note, row.reason]))
     if not problem:
         publish_feedback(work / "nbgrader" / "feedback" / row.student_id / row.assignment,
                          ctx.out_dir / "feedback" / row.student_id / row.assignment, row)

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "visible_in_sandbox",
     "SandboxResult",
     "SandboxUnavailableError",
     "isolation_available",
@@ -104,6 +105,12 @@ def _python_roots() -> list[Path]:
 
 def _under(path: Path, roots) -> bool:
     return any(path == r or r in path.parents for r in roots)
+
+
+def visible_in_sandbox(path) -> bool:
+    """Whether ``path`` is inside what every sandbox mounts (system, Python, ``course``)."""
+    system = [Path(p) for p in ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc")]
+    return _under(Path(path).resolve(), [*system, *_python_roots()])
 
 
 def _bwrap_args(workdir: Path, readable, setuid: int | None, passwd_fd: int | None,

@@ -4,12 +4,15 @@ nbgrader runs the test cells in the student's own kernel, where the student's co
 them off. ``trusted_grade`` decides the score another way:
 
 1. here (the trusted process) only the source of the exercise's solution cell is taken from the
-   student's notebook (``solution_cell.py``); nothing else of the submission is used;
+   student's notebook (``solution_cell.py``); nothing else of the submission is used, and its
+   text is not parsed here (IPython's transformers run in the sandbox);
 2. the exercise's module (``exercises/<name>.py``) builds a plan: probes on inputs the grader
    chooses (seeded from ``COURSE_GRADING_SECRET``, never from the student), written with the
    solution source into a fresh folder;
-3. ``harness.py`` runs in the sandbox (``python -I``), executes only that cell, runs the probes
-   and writes plain results (JSON, ``.npy`` without pickle);
+3. ``harness.py`` runs in the sandbox (``python -I``), executes the import statements of the
+   instructor's cells before the solution cell (from source/), then only that cell (cell magics
+   such as ``%%time`` run their body), runs the probes and writes plain results (JSON, ``.npy``
+   without pickle);
 4. here again, each test cell's trusted check reads the results strictly (``protocol.py``) and
    compares them with references computed in this process.
 
@@ -33,7 +36,7 @@ import numpy as np
 from course.grading.exercises import GradedExercise
 from course.grading.protocol import Fail, Results
 from course.grading.sandbox import run_sandboxed
-from course.grading.solution_cell import solution_source, to_python
+from course.grading.solution_cell import setup_imports, solution_source
 
 __all__ = ["CellScore", "trusted_grade"]
 
@@ -79,6 +82,7 @@ def _write_plan(base: Path, exercise: GradedExercise, plan, source: str,
         np.save(base / "inputs" / name, arr, allow_pickle=False)
     (base / "plan.json").write_text(json.dumps({
         "solution": "solution.py", "sandbox_code": sandbox_code and "sandbox_code.py",
+        "setup": setup_imports(exercise.notebook, exercise.solution_id),
         "probes": plan.probes, "probe_seconds": probe_seconds, "exec_seconds": 60}),
         encoding="utf-8")
 
@@ -145,8 +149,7 @@ def trusted_grade(exercise: GradedExercise, notebook_path, workdir, *, timeout: 
     only fails the cells that need it). The work happens in ``workdir``/trusted/.
     """
     try:
-        source = to_python(solution_source(notebook_path, exercise.solution_id,
-                                           exercise.exercise.names))
+        source = solution_source(notebook_path, exercise.solution_id, exercise.exercise.names)
     except Fail as exc:
         return _all_zero(exercise, str(exc))
     plan, checks = exercise.build_plan()
