@@ -7,15 +7,27 @@ the sandboxed ones are marked ``sandbox``.
 from __future__ import annotations
 
 import io
+import json
 import os
+import resource
+import stat
+import sys
+import time
 import zipfile
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from course.grading.exercises import registry
+from course.grading.feedback import publish_feedback, sanitize_html
+from course.grading.protocol import Fail, Results, grading_secret, secret_path
 from course.grading.results import GradeRow, read_results, record, write_grades_csv
+from course.grading.samples import solution_code
+from course.grading.sandbox import run_sandboxed
+from course.grading.solution_cell import read_notebook, solution_source
 from course.grading.submissions import STUDENT_ID, collect
+from course.grading.trusted import trusted_grade
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = nbformat.writes(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]))
@@ -217,3 +229,204 @@ def test_a_cut_line_never_swallows_the_next_row(tmp_path):
         (tmp_path / "results.jsonl").write_bytes(data[:cut])
         record(tmp_path, rows[1])
         assert [r.student_id for r in read_results(tmp_path)] == kept, cut
+
+
+# --------------------------------------------------------------------------- the trusted step
+
+ISOLATE = sys.platform.startswith("linux")
+EXERCISES = registry(ROOT)
+
+
+def _submission(tmp_path: Path, assignment: str, code: str, version: int = 4) -> Path:
+    spec = EXERCISES[assignment]
+    nb = nbformat.read(ROOT / "release" / assignment / spec.notebook_name, as_version=4)
+    cell = next(c for c in nb.cells
+                if c.metadata.get("nbgrader", {}).get("grade_id") == spec.solution_id)
+    cell.source = code
+    path = tmp_path / f"{assignment}-v{version}.ipynb"
+    if version == 4:
+        nbformat.write(nb, path)
+    else:
+        path.write_text(json.dumps(nbformat.convert(nb, version)))
+    return path
+
+
+def _trusted(tmp_path, assignment, code, version=4, **kw):
+    path = _submission(tmp_path, assignment, code, version)
+    scores = trusted_grade(EXERCISES[assignment], path, tmp_path / "work", isolate=ISOLATE, **kw)
+    return {gid for gid, s in scores.items() if not s.passed}, scores
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize("assignment", ["04_learning_rate", "06_batch_norm"])
+def test_class_11_a_solution_may_use_what_the_notebook_imported(tmp_path, assignment):
+    """``import torch`` is in the notebook's first cells: a solution cell without it passes."""
+    code = solution_code(ROOT, assignment)
+    assert code.startswith("import torch\n")
+    failed, _ = _trusted(tmp_path, assignment, code.replace("import torch\n", "", 1))
+    assert failed == set()
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize("magic", ["%%time", "%%capture captured"])
+def test_class_12_a_cell_magic_runs_its_body(tmp_path, magic):
+    failed, _ = _trusted(tmp_path, "01_metrics", f"{magic}\n" + solution_code(ROOT, "01_metrics"))
+    assert failed == set()
+
+
+@pytest.mark.sandbox
+def test_class_13_an_nbformat_3_notebook_is_graded(tmp_path):
+    failed, _ = _trusted(tmp_path, "01_metrics", solution_code(ROOT, "01_metrics"), version=3)
+    assert failed == set()
+    sample = (ROOT / "autograder" / "samples" / "01_metrics" / "f_arithmetic_mean.py").read_text()
+    failed, _ = _trusted(tmp_path, "01_metrics", sample, version=3)
+    assert failed and failed != set(EXERCISES["01_metrics"].points)
+
+
+def test_class_13_old_notebooks_are_converted_or_refused_clearly(tmp_path):
+    v3 = _submission(tmp_path, "01_metrics", solution_code(ROOT, "01_metrics"), version=3)
+    nb, note = read_notebook(v3)
+    assert nb.nbformat == 4 and note == "converted from nbformat 3"
+    assert any("def f_score" in c.source for c in nb.cells)
+    old = tmp_path / "v2.ipynb"
+    old.write_text(json.dumps({"nbformat": 2, "nbformat_minor": 0, "worksheets": [],
+                               "metadata": {}}))
+    with pytest.raises(Fail, match="nbformat version 2 is not supported: open the notebook in "
+                                   "Jupyter and save it again"):
+        read_notebook(old)
+
+
+@pytest.mark.sandbox
+def test_class_10_the_grading_process_never_transforms_student_text(tmp_path, monkeypatch):
+    """A cell built to make IPython's transformer slow (minutes here) costs the sandbox's time
+    limit, not the grader's CPU; the same cell pasted without metadata as well."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    def refuse(self, cell):
+        raise AssertionError("IPython's transformer ran in the grading process")
+
+    monkeypatch.setattr(TransformerManager, "transform_cell", refuse)
+    slow = "\n".join(f"y{i} = !ls" for i in range(400)) + "\n" + "z = 1\n" * 20000
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.monotonic()
+    failed, scores = _trusted(tmp_path, "01_metrics", slow + solution_code(ROOT, "01_metrics"),
+                              exec_seconds=5)
+    assert failed == set(EXERCISES["01_metrics"].points)
+    assert all(s.message.startswith("the solution cell ran too long") for s in scores.values())
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    assert after.ru_utime - before.ru_utime < 5 and time.monotonic() - start < 60
+    nb = nbformat.read(_submission(tmp_path, "01_metrics", "pass"), as_version=4)
+    for cell in nb.cells:
+        cell.metadata.pop("nbgrader", None)
+    nb.cells.append(nbformat.v4.new_code_cell(slow))
+    nb.cells.append(nbformat.v4.new_code_cell(solution_code(ROOT, "01_metrics")))
+    nbformat.write(nb, tmp_path / "pasted.ipynb")
+    scores = trusted_grade(EXERCISES["01_metrics"], tmp_path / "pasted.ipynb", tmp_path / "w2",
+                           isolate=ISOLATE)
+    assert {gid for gid, s in scores.items() if not s.passed} == set()
+
+
+# --------------------------------------------------------------------------- class 14: nesting
+
+
+def _deep_output_notebook(tmp_path: Path, depth: int, where: str) -> Path:
+    nb = nbformat.read(_submission(tmp_path, "01_metrics", solution_code(ROOT, "01_metrics")),
+                       as_version=4)
+    deep = "[" * depth + "]" * depth
+    text = nbformat.writes(nb)
+    data = json.loads(text)
+    cell = next(c for c in data["cells"] if c["cell_type"] == "code")
+    if where == "output":
+        cell["outputs"] = [{"output_type": "display_data", "metadata": {},
+                            "data": {"application/json": "DEEP"}}]
+    else:
+        cell["metadata"]["deep"] = "DEEP"
+    path = tmp_path / f"deep-{where}.ipynb"
+    path.write_text(json.dumps(data).replace('"DEEP"', deep))
+    return path
+
+
+@pytest.mark.parametrize("where", ["output", "metadata"])
+def test_class_14_deep_nesting_is_read_without_recursion(tmp_path, where):
+    path = _deep_output_notebook(tmp_path, 100_000, where)
+    with pytest.raises(RecursionError):
+        json.loads(path.read_text())  # what the grader used to do
+    assert solution_source(path, "f_score_solution", ()).startswith("def f_score")
+    nb, note = read_notebook(path)  # graded, with a reason
+    assert note == "JSON nested deeper than 64 levels was removed (1 part(s)), with every output"
+    assert all(c.get("outputs", []) == [] for c in nb.cells if c.cell_type == "code")
+    if where == "metadata":
+        assert next(c for c in nb.cells if c.cell_type == "code").metadata["deep"] is None
+
+
+@pytest.mark.sandbox
+def test_class_14_a_page_too_deep_to_sanitise_in_time_is_not_published(tmp_path):
+    """html5lib slows down with depth (quadratic): the sandbox's time limit holds."""
+    source = tmp_path / "nbgrader"
+    source.mkdir()
+    (source / "01_metrics.html").write_text("<html><body>" + "<div>" * 1_000_000 + "x")
+    (source / "ok.html").write_text("<html><body><p>fine</p></body></html>")
+    row = GradeRow("s", "01_metrics", 1.0, 4.0, "graded")
+    start = time.monotonic()
+    assert not publish_feedback(source, tmp_path / "out", row, "01_metrics.html", timeout=10)
+    assert time.monotonic() - start < 30 and not (tmp_path / "out").exists()
+    assert publish_feedback(source, tmp_path / "out", row, "ok.html", timeout=60)
+    assert "Recorded score: 1 / 4" in (tmp_path / "out" / "ok.html").read_text()
+
+
+def test_class_14_deep_html_and_result_files_are_bounded(tmp_path):
+    page = "<html><body>" + "<div>" * 3000 + "<script>x()</script><b onclick='y()'>t</b>" + \
+        "</div>" * 3000 + "</body></html>"
+    clean = sanitize_html(page)
+    assert "<script" not in clean and "onclick" not in clean and ">t</b>" in clean
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "p.json").write_text("[" * 200_000 + "]" * 200_000)
+    fd = os.open(tmp_path / "results", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(Fail, match="result p.json is malformed"):
+            Results(fd, "").record("p")
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- class 15: secret
+
+
+def _inputs(assignment="01_metrics") -> list:
+    plan, _ = EXERCISES[assignment].build_plan()
+    return [arr.tolist() for arr in plan.inputs.values()] + [p["seed"] for p in plan.probes]
+
+
+def test_class_15_a_random_secret_per_course_made_on_first_use(tmp_path, monkeypatch):
+    monkeypatch.delenv("COURSE_GRADING_SECRET", raising=False)
+    monkeypatch.setenv("COURSE_GRADING_HOME", str(tmp_path / "a"))
+    first = _inputs()
+    path = secret_path()
+    assert path == tmp_path / "a" / "dl-tuning" / "secret"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(path.read_text().strip()) == 64
+    assert _inputs() == first  # a regrade draws the same inputs
+    monkeypatch.setenv("COURSE_GRADING_HOME", str(tmp_path / "b"))
+    assert _inputs() != first  # another course's secret: other inputs
+    monkeypatch.setenv("COURSE_GRADING_SECRET", "dl-tuning-course/trusted-grader/v1")
+    assert _inputs() not in (first, _inputs_with_home(monkeypatch, tmp_path / "b"))
+    assert ROOT not in path.parents
+
+
+def _inputs_with_home(monkeypatch, home):
+    monkeypatch.delenv("COURSE_GRADING_SECRET", raising=False)
+    monkeypatch.setenv("COURSE_GRADING_HOME", str(home))
+    return _inputs()
+
+
+@pytest.mark.sandbox
+def test_class_15_the_secret_is_out_of_the_sandboxs_reach(tmp_path, monkeypatch):
+    monkeypatch.delenv("COURSE_GRADING_SECRET", raising=False)
+    monkeypatch.setenv("COURSE_GRADING_HOME", str(tmp_path / "home"))
+    secret = grading_secret()
+    script = f"import os; print(os.path.exists({str(secret_path())!r}))"
+    result = run_sandboxed([sys.executable, "-I", "-c", script], workdir=tmp_path / "w",
+                           timeout=60)
+    assert result.stdout.strip() == "False" and secret not in result.stdout
+    monkeypatch.setenv("COURSE_GRADING_HOME", str(Path(sys.prefix) / "grading"))
+    with pytest.raises(RuntimeError, match="would be readable by student code"):
+        grading_secret()

@@ -4,9 +4,9 @@
 it removes ``<script>``, frames, objects, forms, ``on*`` handlers,
 ``javascript:``/``vbscript:``/non-image ``data:`` URLs, SVG animation of links, ``<base>`` and
 ``<meta http-equiv>``, and adds a Content-Security-Policy that forbids scripts.
-``publish_feedback`` copies a student's pages from the nbgrader step's folder to
-OUT/feedback/<student>/<assignment>/, sanitised, with a banner giving the recorded (trusted)
-score and each test cell's result.
+``publish_feedback`` copies the one page nbgrader's feedback step writes (nothing else of that
+folder, and only a regular file under a size limit) to OUT/feedback/<student>/<assignment>/,
+sanitised, with a banner giving the recorded (trusted) score and each test cell's result.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import html
 import os
 import shutil
 import stat
+import sys
 from pathlib import Path
 
 __all__ = ["sanitize_html", "sanitize_feedback_html", "add_banner", "publish_feedback",
            "MAX_FEEDBACK_BYTES"]
 
-MAX_FEEDBACK_BYTES = 50 * 2**20
+MAX_FEEDBACK_BYTES = 20 * 2**20  # a chapter's page with its plots is a few MB
 
 _DROP_ELEMENTS = {
     "script", "iframe", "frame", "frameset", "object", "embed", "applet", "base", "form",
@@ -164,14 +165,56 @@ def add_banner(page: Path, score: float, max_score: float, cells: dict) -> None:
     page.write_text(text[:end] + banner + text[end:], encoding="utf-8")
 
 
-def publish_feedback(source: Path, dest: Path, row) -> None:
-    """Copy the HTML pages of ``source`` to ``dest`` (replaced), sanitised, with ``row``'s
-    recorded score on top: nbgrader's numbers below are its own."""
+def _read_page(path: Path) -> str | None:
+    """The page's text: a regular file (never a link) of at most MAX_FEEDBACK_BYTES, else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            return None
+        data = fh.read(MAX_FEEDBACK_BYTES + 1)
+    if len(data) > MAX_FEEDBACK_BYTES:
+        return None
+    return data.decode("utf-8", errors="replace")
+
+
+def publish_feedback(source: Path, dest: Path, row, page: str, *, isolate: bool = True,
+                     timeout: float = 120) -> bool:
+    """Publish the one expected page ``source/page`` to ``dest`` (replaced), sanitised, with
+    ``row``'s recorded score on top: nbgrader's numbers below are its own.
+
+    Nothing else in ``source`` is looked at. The page is sanitised in the sandbox, within
+    ``timeout`` seconds (HTML nested thousands of levels deep makes the parser slow). Returns
+    False (and publishes nothing) when the page is missing, not a regular file, larger than
+    MAX_FEEDBACK_BYTES or not sanitised in time.
+    """
+    from course.grading.sandbox import run_sandboxed
+
     if dest.exists():
         shutil.rmtree(dest)
+    text = _read_page(Path(source) / page)
+    if text is None:
+        return False
+    scratch = dest.parent / f".{dest.name}-sanitise"
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    scratch.mkdir(parents=True)
+    (scratch / "in.html").write_text(text, encoding="utf-8")
+    result = run_sandboxed([sys.executable, "-P", "-m", "course.grading.feedback", "in.html",
+                            "out.html"], workdir=scratch, timeout=timeout, isolate=isolate,
+                           memory_mb=2048, max_output_bytes=65536)
+    clean = _read_page(scratch / "out.html") if result.ok else None
+    shutil.rmtree(scratch, ignore_errors=True)
+    if clean is None:
+        return False
     dest.mkdir(parents=True)
-    for page in sorted(source.glob("*.html")) if source.is_dir() else []:
-        if page.is_file() and not page.is_symlink() and page.stat().st_size <= MAX_FEEDBACK_BYTES:
-            shutil.copyfile(page, dest / page.name)
-            sanitize_feedback_html(dest / page.name)
-            add_banner(dest / page.name, row.score, row.max_score, row.cells)
+    (dest / page).write_text(clean, encoding="utf-8")
+    add_banner(dest / page, row.score, row.max_score, row.cells)
+    return True
+
+
+if __name__ == "__main__":  # in the sandbox: python -P -m course.grading.feedback IN OUT
+    Path(sys.argv[2]).write_text(sanitize_html(Path(sys.argv[1]).read_text(encoding="utf-8")),
+                                 encoding="utf-8")

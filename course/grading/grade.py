@@ -179,8 +179,13 @@ def _grade_notebook(sub: Submission, ctx: _Context, row: GradeRow) -> None:
     _fill_row(row, trusted, nbgrader_scores, problem)
     row.reason = "; ".join(filter(None, [note, row.reason]))
     if not problem:
-        publish_feedback(work / "nbgrader" / "feedback" / row.student_id / row.assignment,
-                         ctx.out_dir / "feedback" / row.student_id / row.assignment, row)
+        page = Path(ctx.exercise.notebook_name).with_suffix(".html").name
+        if not publish_feedback(work / "nbgrader" / "feedback" / row.student_id / row.assignment,
+                                ctx.out_dir / "feedback" / row.student_id / row.assignment, row,
+                                page, isolate=ctx.isolate, timeout=min(ctx.timeout, 120)):
+            row.reason = "; ".join(filter(None, [
+                row.reason, "no feedback page (missing, over the size limit or not sanitised "
+                            "in time)"]))
 
 
 def _fill_row(row: GradeRow, trusted: dict[str, CellScore], nbgrader_scores: dict[str, float],

@@ -87,16 +87,17 @@ def _read_cells(path: Path) -> list:
 def read_notebook(path: Path):
     """The notebook at ``path`` as a valid nbformat 4 NotebookNode, and a note for its row.
 
-    Outputs nested deeper than ``bounded_json.MAX_DEPTH`` levels are removed (the note says
-    so; nbgrader runs the notebook again anyway). An nbformat 3 notebook is converted; older
-    ones are refused. Raises Fail with a reason the student can act on.
+    JSON nested deeper than ``bounded_json.MAX_DEPTH`` levels is removed, and then every output
+    (the note says so; nbgrader runs the notebook again anyway). An nbformat 3 notebook is
+    converted; older ones are refused. Raises Fail with a reason the student can act on.
     """
     import nbformat
 
     nb, dropped = _load(Path(path))
     note = ""
     if dropped:
-        note = f"outputs nested deeper than {MAX_DEPTH} levels were removed"
+        note = (f"JSON nested deeper than {MAX_DEPTH} levels was removed ({dropped} part(s)), "
+                "with every output")
         for cell in _all_cells(nb):
             if isinstance(cell, dict) and cell.get("cell_type") == "code":
                 cell["outputs"] = []

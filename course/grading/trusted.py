@@ -72,7 +72,7 @@ def _all_zero(exercise: GradedExercise, message: str) -> dict[str, CellScore]:
 
 
 def _write_plan(base: Path, exercise: GradedExercise, plan, source: str,
-                probe_seconds: float) -> None:
+                probe_seconds: float, exec_seconds: float) -> None:
     (base / "solution.py").write_text(source, encoding="utf-8")
     sandbox_code = exercise.exercise.sandbox_code
     if sandbox_code is not None:
@@ -83,7 +83,7 @@ def _write_plan(base: Path, exercise: GradedExercise, plan, source: str,
     (base / "plan.json").write_text(json.dumps({
         "solution": "solution.py", "sandbox_code": sandbox_code and "sandbox_code.py",
         "setup": setup_imports(exercise.notebook, exercise.solution_id),
-        "probes": plan.probes, "probe_seconds": probe_seconds, "exec_seconds": 60}),
+        "probes": plan.probes, "probe_seconds": probe_seconds, "exec_seconds": exec_seconds}),
         encoding="utf-8")
 
 
@@ -138,7 +138,7 @@ def _read_results(base: Path, exercise: GradedExercise, checks: dict,
 
 def trusted_grade(exercise: GradedExercise, notebook_path, workdir, *, timeout: float = 300,
                   isolate: bool = True, memory_mb: int = 4096,
-                  probe_seconds: float = 30) -> dict[str, CellScore]:
+                  probe_seconds: float = 30, exec_seconds: float = 60) -> dict[str, CellScore]:
     """Score ``notebook_path``'s solution of ``exercise`` outside the student's process.
 
     Returns ``{grade_id: CellScore}`` for every graded test cell of the exercise. Never raises
@@ -146,7 +146,8 @@ def trusted_grade(exercise: GradedExercise, notebook_path, workdir, *, timeout: 
     on the affected cells with the reason in ``message``. Raises SandboxUnavailableError when
     ``isolate`` is True and this machine cannot isolate. ``timeout`` bounds the whole sandboxed
     run, ``probe_seconds`` each call of the student's code (an endless loop in one function
-    only fails the cells that need it). The work happens in ``workdir``/trusted/.
+    only fails the cells that need it), ``exec_seconds`` the setup imports, IPython's
+    transformation of the cell and running it. The work happens in ``workdir``/trusted/.
     """
     try:
         source = solution_source(notebook_path, exercise.solution_id, exercise.exercise.names)
@@ -154,7 +155,7 @@ def trusted_grade(exercise: GradedExercise, notebook_path, workdir, *, timeout: 
         return _all_zero(exercise, str(exc))
     plan, checks = exercise.build_plan()
     base = _fresh_dir(Path(workdir) / "trusted")
-    _write_plan(base, exercise, plan, source, probe_seconds)
+    _write_plan(base, exercise, plan, source, probe_seconds, exec_seconds)
     result = run_sandboxed([sys.executable, "-I", "-B", str(HARNESS), "plan.json"],
                            workdir=base, timeout=timeout, memory_mb=memory_mb,
                            max_output_bytes=64 * 1024, isolate=isolate)
