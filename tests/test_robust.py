@@ -430,3 +430,110 @@ def test_class_15_the_secret_is_out_of_the_sandboxs_reach(tmp_path, monkeypatch)
     monkeypatch.setenv("COURSE_GRADING_HOME", str(Path(sys.prefix) / "grading"))
     with pytest.raises(RuntimeError, match="would be readable by student code"):
         grading_secret()
+
+
+# --------------------------------------------------------------------------- classes 5-7
+
+
+READER = '''
+import glob, sqlite3
+found = []
+for path in glob.glob("**/gradebook.db*", recursive=True) + glob.glob("/**/gradebook.db"):
+    try:
+        found += [r[0] for r in sqlite3.connect(path).execute("SELECT source FROM source_cell")]
+    except Exception as err:
+        found.append(f"{path}: {err}")
+for path in glob.glob("**/autograded/**/*.ipynb", recursive=True):
+    found.append(open(path).read())
+print("LOOT", len(found), "\\n".join(found))
+'''
+
+PLANTER = '''
+import os, subprocess, sys
+code = """
+import os, time
+end = time.time() + 120
+while time.time() < end:
+    for root, dirs, files in os.walk("."):
+        if root.rstrip("/").endswith("01_metrics") and "feedback" in root:
+            for name in ("extra.html", "01_metrics.html"):
+                try:
+                    with open(os.path.join(root, name), "w") as f:
+                        f.write("<html><body>PLANTED " + "x" * 1000 + "</body></html>")
+                except OSError:
+                    pass
+    time.sleep(0.05)
+"""
+subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print("planted")
+'''
+
+
+def _hidden_lines(assignment: str) -> list[str]:
+    nb = json.loads((ROOT / "source" / assignment / EXERCISES[assignment].notebook_name)
+                    .read_text())
+    lines, inside = [], False
+    for cell in nb["cells"]:
+        for line in "".join(cell["source"]).splitlines():
+            if "BEGIN HIDDEN TESTS" in line or "END HIDDEN TESTS" in line:
+                inside = "BEGIN" in line
+            elif inside and len(line.strip()) >= 12:
+                lines.append(line.strip())
+    return lines
+
+
+@pytest.fixture(scope="module")
+def hostile_batch(tmp_path_factory):
+    """Chapter 1 graded for an honest student and students whose cells read or plant files."""
+    from course.grading.grade import grade
+
+    base = tmp_path_factory.mktemp("hostile")
+    spec = EXERCISES["01_metrics"]
+    for name, extra in (("honest", None), ("reader", READER), ("planter", PLANTER),
+                        ("reader-late", READER)):
+        nb = nbformat.read(_submission(base, "01_metrics", solution_code(ROOT, "01_metrics")),
+                           as_version=4)
+        if extra:
+            at = len(nb.cells) if name == "reader-late" else next(
+                i for i, c in enumerate(nb.cells)
+                if c.metadata.get("nbgrader", {}).get("grade_id") == spec.solution_id) + 1
+            nb.cells.insert(at, nbformat.v4.new_code_cell(extra))
+        (base / "subs" / name).mkdir(parents=True)
+        nbformat.write(nb, base / "subs" / name / spec.notebook_name)
+    rows = grade("01_metrics", base / "subs", base / "out", root=ROOT, workers=2,
+                 isolate=ISOLATE, timeout=240, cell_timeout=60)
+    time.sleep(3)  # a planter still alive would write now
+    return base / "out", {r.student_id: r for r in rows}
+
+
+@pytest.mark.sandbox
+def test_class_5_feedback_shows_no_hidden_test(hostile_batch):
+    out, rows = hostile_batch
+    hidden = _hidden_lines("01_metrics")
+    assert hidden
+    for student in rows:
+        page = (out / "feedback" / student / "01_metrics" / "01_metrics.html").read_text()
+        assert [h for h in hidden if h in page] == [], student
+        assert "output withheld: this cell also runs hidden tests" in page
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize("student", ["reader", "reader-late"])
+def test_class_6_student_code_finds_no_gradebook_or_graded_copy(hostile_batch, student):
+    out, rows = hostile_batch
+    assert (rows[student].score, rows[student].flagged) == (rows["honest"].score, False)
+    page = (out / "feedback" / student / "01_metrics" / "01_metrics.html").read_text()
+    assert "LOOT 0" in page
+
+
+@pytest.mark.sandbox
+def test_class_7_only_the_expected_page_is_published(hostile_batch):
+    out, rows = hostile_batch
+    for student in rows:
+        pages = sorted(p.name for p in (out / "feedback" / student / "01_metrics").iterdir())
+        assert pages == ["01_metrics.html"], student
+        page = (out / "feedback" / student / "01_metrics" / "01_metrics.html").read_text()
+        top = EXERCISES["01_metrics"].max_score
+        assert "PLANTED" not in page and f"Recorded score: {top:g} / {top:g}" in page, student
+    assert rows["planter"].score == rows["honest"].score == EXERCISES["01_metrics"].max_score

@@ -151,7 +151,7 @@ def _configure(api) -> None:
     """Put the two steps around nbgrader's Execute preprocessor."""
     from nbgrader.converters import Autograde
 
-    steps = list(Autograde.autograde_preprocessors.default_value)
+    steps = list(Autograde.class_traits()["autograde_preprocessors"].default())
     at = next(i for i, p in enumerate(steps) if p.__name__ == "Execute")
     steps[at:at + 1] = [_preprocessor("HideFromKernel", _hide_from_kernel), steps[at],
                         _preprocessor("AfterStudentCode", _after_student_code)]
@@ -164,6 +164,7 @@ def _strip_feedback_source(course_dir: Path, assignment: str, student: str) -> N
     for path in (course_dir / "autograded" / student / assignment).glob("*.ipynb"):
         nb = nbformat.read(path, as_version=4)
         without_hidden_tests(nb)
+        path.chmod(0o644)  # nbgrader leaves it read-only
         nbformat.write(nb, path)
 
 
