@@ -535,5 +535,6 @@ def test_class_7_only_the_expected_page_is_published(hostile_batch):
         assert pages == ["01_metrics.html"], student
         page = (out / "feedback" / student / "01_metrics" / "01_metrics.html").read_text()
         top = EXERCISES["01_metrics"].max_score
-        assert "PLANTED" not in page and f"Recorded score: {top:g} / {top:g}" in page, student
+        assert "PLANTED " + "x" * 20 not in page, student  # the planted body, not the source
+        assert f"Recorded score: {top:g} / {top:g}" in page, student
     assert rows["planter"].score == rows["honest"].score == EXERCISES["01_metrics"].max_score
