@@ -538,3 +538,40 @@ def test_class_7_only_the_expected_page_is_published(hostile_batch):
         assert "PLANTED " + "x" * 20 not in page, student  # the planted body, not the source
         assert f"Recorded score: {top:g} / {top:g}" in page, student
     assert rows["planter"].score == rows["honest"].score == EXERCISES["01_metrics"].max_score
+
+
+# --------------------------------------------------------------------------- forbidden calls
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize("assignment,old,new,called,failed", [
+    ("01_metrics", "def binary_scores(y_true, y_pred):\n",
+     "def binary_scores(y_true, y_pred):\n    from sklearn.metrics import f1_score\n"
+     "    f1_score([1, 0], [1, 0])\n", "sklearn.metrics.f1_score",
+     {"test_binary_scores", "test_binary_scores_zero_division"}),
+    ("05_regularization", "def dropout(x, p, training=True):\n",
+     "def dropout(x, p, training=True):\n    return torch.nn.functional.dropout(x, p, training)\n",
+     "torch.nn.functional.dropout", None),
+])
+def test_forbidden_calls_fail_their_cells_with_the_reason(tmp_path, assignment, old, new, called,
+                                                          failed):
+    code = solution_code(ROOT, assignment)
+    assert old in code
+    got, scores = _trusted(tmp_path, assignment, code.replace(old, new, 1))
+    assert got == (failed or set(EXERCISES[assignment].points) - {"test_dropout_module"}) \
+        or got == set(EXERCISES[assignment].points), got
+    for gid in got:
+        assert f"the solution called {called}, which the exercise forbids" in scores[gid].message
+
+
+@pytest.mark.sandbox
+def test_subclassing_a_forbidden_class_is_flagged(tmp_path):
+    code = solution_code(ROOT, "04_learning_rate")
+    fake = ("import torch\n\n\nclass MomentumSGD(torch.optim.SGD):\n"
+            "    def __init__(self, params, lr, momentum=0.9):\n"
+            "        super().__init__(params, lr=lr, momentum=momentum)\n")
+    assert "class MomentumSGD" in code
+    got, scores = _trusted(tmp_path, "04_learning_rate", fake)
+    assert got == set(EXERCISES["04_learning_rate"].points)
+    assert all("torch.optim.SGD, which the exercise forbids" in s.message
+               for s in scores.values()), [s.message for s in scores.values()]

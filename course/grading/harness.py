@@ -310,7 +310,47 @@ class Harness:
             signal.setitimer(signal.ITIMER_REAL, 0)
             self.current = (None, 0.0)
             self.restore()
+        if self.calls:
+            status["forbidden_calls"] = sorted(set(self.calls))
         self.write("exec", status)
+
+    def forbid_everywhere(self, names):
+        """The exercise's forbidden names, for the whole run (solution cell and every probe).
+
+        A module name forbids each of its public functions and classes. A function becomes
+        one that records the call (in ``self.calls``, the current probe's list) and raises; a
+        class becomes a subclass whose ``__init__`` does, so ``class X(Forbidden)`` still runs.
+        """
+        import importlib
+
+        harness = self
+
+        def replacement(name, original):
+            def forbidden(*args, **kwargs):
+                harness.calls.append(name)
+                raise ForbiddenCall(f"{name} may not be used in this exercise")
+
+            if _isinstance(original, _type):
+                return _type(original.__name__, (original,), {"__init__": forbidden})
+            return forbidden
+
+        for name in names:
+            try:
+                module = importlib.import_module(name)
+                targets = [(module, a) for a in dir(module) if not a.startswith("_")
+                           and callable(getattr(module, a, None))
+                           and getattr(getattr(module, a), "__module__", "").startswith(name)]
+                label = name + "."
+            except ImportError:
+                module_name, _, attr = name.rpartition(".")
+                try:
+                    module = importlib.import_module(module_name)
+                except ImportError:
+                    continue
+                targets = [(module, attr)] if hasattr(module, attr) else []
+                label = module_name + "."
+            for module, attr in targets:
+                setattr(module, attr, replacement(label + attr, getattr(module, attr)))
 
     def forbid(self, names, calls):
         """Replace each dotted library function by one that records the call and raises.
@@ -336,6 +376,7 @@ class Harness:
 
     def run_probe(self, probe, seconds):
         pid, counter, calls = probe["id"], [0], []
+        self.calls = calls
         seed = probe.get("seed", 0)
         random.seed(seed)
         self.np.random.seed(seed % 2**32)
@@ -360,6 +401,8 @@ class Harness:
         self.current = (None, 0.0)
 
     def run(self):
+        self.calls = []
+        self.forbid_everywhere(self.plan.get("forbidden", []))
         self.snapshot()
         self.current = (None, 0.0)
         threading.Thread(target=self.watchdog, daemon=True).start()

@@ -176,17 +176,17 @@ class Results:
             rec = self.json(f"{pid}.json")
             if not isinstance(rec, dict):
                 raise Fail(f"result {pid} is malformed")
+            called = rec.get("forbidden_calls")
+            if called:  # first: the forbidden call may be what stopped the probe
+                names = ", ".join(str(n)[:60] for n in called[:3]) if isinstance(
+                    called, list) else "?"
+                raise Fail(f"{pid}: the solution called {names}, which the exercise forbids")
             status = rec.get("status")
             if status == "timeout":
                 raise Fail(f"{pid}: the code ran too long (probe timeout)")
             if status != "ok":
                 err = rec.get("error")
                 raise Fail(f"{pid}: {err if isinstance(err, str) else 'failed'}")
-            called = rec.get("forbidden_calls")
-            if called:
-                names = ", ".join(str(n)[:60] for n in called[:3]) if isinstance(
-                    called, list) else "?"
-                raise Fail(f"{pid}: the solution called {names}, which the exercise forbids")
             self.cache[pid] = rec
         return self.cache[pid]
 

@@ -83,6 +83,7 @@ def _write_plan(base: Path, exercise: GradedExercise, plan, source: str,
     (base / "plan.json").write_text(json.dumps({
         "solution": "solution.py", "sandbox_code": sandbox_code and "sandbox_code.py",
         "setup": setup_imports(exercise.notebook, exercise.solution_id),
+        "forbidden": list(exercise.exercise.forbidden),
         "probes": plan.probes, "probe_seconds": probe_seconds, "exec_seconds": exec_seconds}),
         encoding="utf-8")
 
@@ -93,6 +94,10 @@ def _exec_prefix(R: Results) -> str:
         rec = R.json("exec.json", 65536)
     except Fail:
         return ""
+    called = rec.get("forbidden_calls") if isinstance(rec, dict) else None
+    if isinstance(called, list) and called:
+        names = ", ".join(str(n)[:60] for n in called[:3])
+        return f"the solution cell called {names}, which the exercise forbids; "
     if isinstance(rec, dict) and rec.get("t") == "exception":
         return f"the solution cell raised {str(rec.get('name'))[:40]}; "
     if isinstance(rec, dict) and rec.get("t") == "timeout":
