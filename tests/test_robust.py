@@ -575,3 +575,74 @@ def test_subclassing_a_forbidden_class_is_flagged(tmp_path):
     assert got == set(EXERCISES["04_learning_rate"].points)
     assert all("torch.optim.SGD, which the exercise forbids" in s.message
                for s in scores.values()), [s.message for s in scores.values()]
+
+
+# --------------------------------------------------------------------------- class 8: totals
+
+MEMORY_HOG = r'''
+import os, time
+kids = []
+for i in range(8):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            block = bytearray(150 * 2**20)
+            for j in range(0, len(block), 4096):
+                block[j] = 1
+            time.sleep(3)
+        finally:
+            os._exit(0)
+    kids.append(pid)
+killed = sum(os.WIFSIGNALED(os.waitpid(pid, 0)[1]) for pid in kids)
+print("killed", killed)
+'''
+
+THREAD_HOG = r'''
+import os, threading, time
+started = 0
+for i in range(8):
+    if os.fork() == 0:
+        n = 0
+        try:
+            for _ in range(20):
+                threading.Thread(target=time.sleep, args=(3,), daemon=True).start()
+                n += 1
+        except RuntimeError:
+            pass
+        print("threads", n, flush=True)
+        time.sleep(3.5)
+        os._exit(0)
+time.sleep(5)
+'''
+
+
+def _cgroups_here() -> bool:
+    from course.grading.sandbox import _make_cgroups, _remove_cgroups
+
+    made = _make_cgroups(64, 8)
+    _remove_cgroups(made)
+    return len(made) == 2
+
+
+@pytest.mark.sandbox
+def test_class_8_memory_is_limited_for_all_processes_together(tmp_path):
+    """8 processes of 150 MB each, 400 MB for the command: per process each would fit."""
+    if not _cgroups_here():
+        pytest.skip("the grader may not create cgroups here: only per-process limits hold")
+    result = run_sandboxed([sys.executable, "-c", MEMORY_HOG], workdir=tmp_path, timeout=60,
+                           memory_mb=400)
+    killed = int(result.stdout.split()[1])
+    assert 5 <= killed <= 7, result.stdout
+    result = run_sandboxed([sys.executable, "-c", MEMORY_HOG], workdir=tmp_path, timeout=60,
+                           memory_mb=2048)
+    assert result.stdout.split() == ["killed", "0"]
+
+
+@pytest.mark.sandbox
+def test_class_8_tasks_are_limited_for_all_processes_together(tmp_path):
+    """8 processes starting 20 threads each, 60 tasks for the command."""
+    result = run_sandboxed([sys.executable, "-c", THREAD_HOG], workdir=tmp_path, timeout=60,
+                           max_procs=60)
+    counts = [int(line.split()[1]) for line in result.stdout.splitlines()
+              if line.startswith("threads")]
+    assert 0 < sum(counts) + len(counts) + 1 <= 60, counts
