@@ -428,7 +428,7 @@ def test_class_15_the_secret_is_out_of_the_sandboxs_reach(tmp_path, monkeypatch)
                            timeout=60)
     assert result.stdout.strip() == "False" and secret not in result.stdout
     monkeypatch.setenv("COURSE_GRADING_HOME", str(Path(sys.prefix) / "grading"))
-    with pytest.raises(RuntimeError, match="would be readable by student code"):
+    with pytest.raises(ValueError, match="would be readable by student code"):
         grading_secret()
 
 
@@ -646,3 +646,40 @@ def test_class_8_tasks_are_limited_for_all_processes_together(tmp_path):
     counts = [int(line.split()[1]) for line in result.stdout.splitlines()
               if line.startswith("threads")]
     assert 0 < sum(counts) + len(counts) + 1 <= 60, counts
+
+
+# ------------------------------------------------------------------- classes 1-3, end to end
+
+
+def test_classes_1_to_3_the_command_writes_every_row(tmp_path):
+    """`course grade` on a class where no entry can be read: exit 0, one error row each."""
+    import csv
+    import subprocess
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    _damaged_zip(subs / "zed.zip", zipfile.ZIP_DEFLATED)
+    (subs / "deep").mkdir()
+    _deep_folder(subs / "deep", 1500)
+    (subs / "bad name!").mkdir()
+    (subs / "bad_name_").mkdir()
+    (subs / "v2").mkdir()
+    (subs / "v2" / "01_metrics.ipynb").write_text(json.dumps(
+        {"nbformat": 2, "nbformat_minor": 0, "worksheets": [], "metadata": {}}))
+    try:
+        proc = subprocess.run([str(Path(sys.executable).with_name("course")), "grade",
+                               "01_metrics", str(subs), "--out", str(tmp_path / "out"),
+                               "--root", str(ROOT), "--workers", "1"],
+                              capture_output=True, text=True, timeout=600)
+    finally:
+        _remove_deep(subs / "deep")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(tmp_path / "out" / "grades.csv", newline="") as fh:
+        rows = {r["student_id"]: r for r in csv.DictReader(fh)}
+    assert len(rows) == 5 and all(r["status"] == "error" for r in rows.values())
+    assert rows["zed"]["reason"].startswith("unreadable zip file: error: Error -3")
+    assert rows["deep"]["reason"] == "no notebook in the submission"
+    assert rows["bad_name_"]["reason"] == "no notebook in the submission"
+    (invalid,) = [sid for sid in rows if sid.startswith("_bad_name_-")]
+    assert rows[invalid]["reason"] == "invalid student id 'bad name!'"
+    assert rows["v2"]["reason"].startswith("nbformat version 2 is not supported")

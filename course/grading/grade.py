@@ -32,7 +32,7 @@ from pathlib import Path
 from course.grading.exercises import GradedExercise, exercise_for
 from course.grading.feedback import publish_feedback
 from course.grading.nbgrader_step import run_nbgrader
-from course.grading.protocol import Fail
+from course.grading.protocol import Fail, grading_secret
 from course.grading.results import GradeRow, read_results, record, write_grades_csv
 from course.grading.solution_cell import read_notebook
 from course.grading.submissions import Submission, collect
@@ -103,6 +103,7 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
     root = find_root(Path(root) if root else None)
     exercise = exercise_for(assignment, root)
     _check_options(timeout, cell_timeout, isolate)
+    grading_secret()  # made on first use; a secret the sandbox could read stops the run here
     out_dir = Path(out_dir).resolve()
     template = _prepare_template(root, exercise, out_dir / "work", cell_timeout)
     ctx = _Context(exercise, template, out_dir, isolate, timeout)

@@ -59,7 +59,7 @@ def _check_out_of_reach(path: Path) -> None:
     from course.grading.sandbox import visible_in_sandbox
 
     if visible_in_sandbox(path):
-        raise RuntimeError(f"the grading secret {path} would be readable by student code (the "
+        raise ValueError(f"the grading secret {path} would be readable by student code (the "
                            "sandbox mounts that folder): set COURSE_GRADING_HOME to a folder of "
                            "your own, outside the repository and the Python environment")
 
@@ -83,7 +83,7 @@ def _secret_in(path: Path) -> str:
             os.unlink(tmp)
     secret = path.read_text(encoding="utf-8").strip()
     if len(secret) < 32:
-        raise RuntimeError(f"the grading secret {path} is shorter than 32 characters: delete it "
+        raise ValueError(f"the grading secret {path} is shorter than 32 characters: delete it "
                            "only if no grades depend on it (a new one changes every input)")
     return secret
 
