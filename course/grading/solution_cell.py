@@ -93,7 +93,10 @@ def read_notebook(path: Path):
     """
     import nbformat
 
-    nb, dropped = _load(Path(path))
+    try:
+        nb, dropped = _load(Path(path))
+    except Fail as exc:
+        raise Fail(f"invalid notebook: {exc}") from None
     note = ""
     if dropped:
         note = (f"JSON nested deeper than {MAX_DEPTH} levels was removed ({dropped} part(s)), "
