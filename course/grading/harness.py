@@ -300,6 +300,7 @@ class Harness:
         self.start("exec", _float(self.plan.get("exec_seconds", 60)))
         try:
             self.setup()
+            self.calls = []  # what the instructor's imports called is not the student's
             exec(compile(to_python(source), "<solution cell>", "exec"), self.namespace)
         except ProbeTimeout:
             status = {"t": "timeout"}

@@ -9,6 +9,7 @@ IPython's transformers on the student's text: that happens in the sandbox (``har
 from __future__ import annotations
 
 import ast
+import json
 import os
 import stat
 from pathlib import Path
@@ -108,12 +109,11 @@ def read_notebook(path: Path):
     if version not in (3, 4):
         raise Fail(f"nbformat version {str(version)[:20]} is not supported: open the notebook in "
                    "Jupyter and save it again (version 4)")
-    try:
-        node = nbformat.from_dict(nb)
+    try:  # now at most MAX_DEPTH deep: nbformat's own reader (it converts; it only logs a
+        # schema problem, as Jupyter does) may recurse on it
+        node = nbformat.reads(json.dumps(nb), as_version=4)
         if version == 3:
-            node = nbformat.convert(node, 4)
             note = "; ".join(filter(None, [note, "converted from nbformat 3"]))
-        nbformat.validate(node)
     except Exception as exc:  # noqa: BLE001 - whatever nbformat dislikes in hostile data
         raise Fail(f"invalid notebook: {type(exc).__name__}: {str(exc)[:200]}") from None
     return node, note
@@ -135,7 +135,6 @@ def setup_imports(notebook: Path, solution_id: str) -> list[str]:
     Read from the source notebook (never from the student's): the harness runs them before the
     solution cell, so a solution may use ``np``, ``torch``, ``F`` ... as it would in the notebook.
     """
-    import json
 
     statements = []
     for cell in json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]:
