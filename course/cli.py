@@ -166,7 +166,7 @@ def cmd_grade(args) -> int:
         print(f"error: cannot isolate student code here: {err}\nInstall bubblewrap, or pass "
               "--no-isolation to grade without isolation (unsafe).", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError, RegistryError) as err:
+    except (OSError, ValueError, RegistryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print()
