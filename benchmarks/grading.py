@@ -109,8 +109,8 @@ def time_course_grade(assignments: list[str], subs: dict[str, Path], work: Path,
         start = time.perf_counter()
         proc = subprocess.run([str(Path(sys.executable).parent / "course"), "grade", assignment,
                                str(subs[assignment]), "--out", str(out), "--workers",
-                               str(workers)], cwd=ROOT, capture_output=True, text=True,
-                              check=False)
+                               str(workers), "--db", f"sqlite:///{out}/gradebook.db"],
+                              cwd=ROOT, capture_output=True, text=True, check=False)
         times[assignment] = time.perf_counter() - start
         if proc.returncode not in (0, 1):
             print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)

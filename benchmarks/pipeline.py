@@ -16,7 +16,8 @@ It measures, on the same images:
 * with ``--full`` (a GPU and the CIFAR-10 files): the notes' 3-epoch baseline and the improved
   recipe, end to end, with their test accuracy (``course.train_cifar``).
 
-The figures replace this device type's section of ``--results`` (benchmarks/RESULTS.md).
+The figures replace this device's section of ``--results`` (benchmarks/RESULTS.md): one per GPU
+model, one for the CPU.
 """
 
 from __future__ import annotations
@@ -199,8 +200,11 @@ def main(argv=None):
                          f"{r['test_accuracy']:.4f} | {r['train_images_per_second']:,.0f} | "
                          f"{r['train_seconds']:.0f} |")
     lines += ["", f"(benchmark took {time.perf_counter() - start:.0f} s)", ""]
-    title = "GPU" if gpu else device.type.upper()
-    write_results(Path(args.results), device.type, section(device.type, title, lines))
+    # One section per GPU model (an H100 run keeps the H200 figures), one for the CPU.
+    key = re.sub(r"[^a-z0-9]+", "-", f"cuda {device_name(device)}".lower()).strip("-") \
+        if gpu else device.type
+    title = f"GPU: {device_name(device)}" if gpu else device.type.upper()
+    write_results(Path(args.results), key, section(key, title, lines))
     print("\n".join(lines))
     print(json.dumps({"pipelines": dict(pipelines), "training": dict(training),
                       "ratio": batched / best_pil}))

@@ -125,11 +125,25 @@ def cmd_release(args) -> int:
     return 0
 
 
+def _recorder(args):
+    """Where `course grade` records the class: --db, else nbgrader's db_url of the course."""
+    from course.grading.deadlines import load_policies
+    from course.grading.gradebook import Recorder, course_dir, nbgrader_settings
+    from course.notebooks import find_root
+
+    root = find_root(args.root)
+    db_url, course_id = nbgrader_settings(root)
+    return Recorder(args.db or db_url, course_dir(args.db, root), course_id=course_id,
+                    wait=args.db_wait, policies=load_policies(root),
+                    say=lambda line: print(line, flush=True))
+
+
 def cmd_grade(args) -> int:
     from course.grading.budget import BudgetError
     from course.grading.distributed import ClusterError
     from course.grading.exercises import RegistryError
     from course.grading.grade import IsolationUnavailable, grade
+    from course.grading.gradebook import GradebookBusy, safe_url
 
     if args.no_isolation:
         print("WARNING: --no-isolation: student code runs as you, with access to your files, "
@@ -143,18 +157,22 @@ def cmd_grade(args) -> int:
 
     start = time.perf_counter()
     try:
+        recorder = _recorder(args)
         rows = grade(args.assignment, args.submissions, args.out, root=args.root,
                      workers=args.workers, isolate=not args.no_isolation, timeout=args.timeout,
-                     cell_timeout=args.cell_timeout, on_row=progress,
+                     cell_timeout=args.cell_timeout, on_row=progress, gradebook=recorder,
                      scheduler=args.scheduler, budgets=not args.flat_limits)
     except (ClusterError, BudgetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except GradebookBusy as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     except IsolationUnavailable as err:
         print(f"error: cannot isolate student code here: {err}\nInstall bubblewrap, or pass "
               "--no-isolation to grade without isolation (unsafe).", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError, RegistryError) as err:
+    except (OSError, ValueError, RegistryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print()
@@ -169,7 +187,48 @@ def cmd_grade(args) -> int:
           f"{time.perf_counter() - start:.1f} s "
           + (f"on the Dask cluster at {args.scheduler}" if args.scheduler
              else f"with {args.workers or os.cpu_count()} worker(s)"))
-    print(f"grades: {args.out / 'grades.csv'}; feedback: {args.out / 'feedback'}")
+    print(f"grades: {args.out / 'grades.csv'}; feedback: {args.out / 'feedback'}; "
+          f"review in formgrader: {safe_url(recorder.db_url)}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from course.grading.exercises import RegistryError, registry
+    from course.grading.export import read_gradebook, write_canvas, write_gradescope, write_wide
+    from course.grading.gradebook import nbgrader_settings, safe_url
+    from course.notebooks import find_root
+
+    root = find_root(args.root)
+    try:
+        graded = registry(root)
+    except RegistryError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    unknown = sorted(set(args.assignments) - set(graded))
+    if unknown:
+        print(f"error: no graded assignment {', '.join(unknown)}; graded: {', '.join(graded)}",
+              file=sys.stderr)
+        return 2
+    db_url, course_id = nbgrader_settings(root)
+    db_url = args.db or db_url
+    notebooks = {a: graded[a].notebook for a in (args.assignments or graded)}
+    results = read_gradebook(db_url, course_id, notebooks)
+    if not results:
+        print(f"error: no graded submissions of {', '.join(notebooks)} in {safe_url(db_url)}: "
+              "run `course grade` first (with the same --db)", file=sys.stderr)
+        return 1
+    out = args.out
+    write_canvas(results, out / "canvas.csv")
+    write_wide(results, out / "grades_wide.csv")
+    jsons = write_gradescope(results, out / "gradescope")
+    _print_table([(r.assignment, r.student, f"{r.score:g}/{r.max_score:g}",
+                   f"-{r.late_penalty:g}" if r.late_penalty else "", r.notes()[:70])
+                  for r in results], ("assignment", "student", "score", "late", "notes"))
+    ungraded = sum(len(r.ungraded) for r in results)
+    print(f"\n{len(results)} submission(s) from {safe_url(db_url)}; {ungraded} answer(s) still "
+          f"to grade in formgrader (counted 0 until then)")
+    print(f"Canvas: {out / 'canvas.csv'}; wide: {out / 'grades_wide.csv'}; Gradescope: "
+          f"{out / 'gradescope'}/<assignment>/<student>/results.json ({len(jsons)} files)")
     return 0
 
 
@@ -333,8 +392,31 @@ def build_parser() -> argparse.ArgumentParser:
                      "`dask worker tcp://HOST:8786` on each machine, with the course and "
                      "bubblewrap installed) instead of --workers threads here; this machine "
                      "still writes every result")
+    grd.add_argument("--db", default=None, metavar="URL",
+                     help="nbgrader gradebook to record into, any SQLAlchemy URL, e.g. "
+                     "postgresql://user@host/course (default: nbgrader's db_url, the "
+                     "gradebook.db of the course directory)")
+    grd.add_argument("--db-wait", type=float, default=600, metavar="S",
+                     help="seconds to wait while another `course grade` records into the same "
+                     "gradebook before giving up (default 600)")
     grd.add_argument("--root", type=Path, default=None, help="course repository root")
     grd.set_defaults(func=cmd_grade)
+
+    exp = sub.add_parser("export", help="export the gradebook for Canvas, a spreadsheet and "
+                         "Gradescope", description="Read nbgrader's gradebook (trusted scores, "
+                         "manual scores from formgrader, late penalties) and write OUT/canvas.csv "
+                         "(Canvas's gradebook import), OUT/grades_wide.csv (one column per "
+                         "assignment and per graded cell) and OUT/gradescope/<assignment>/"
+                         "<student>/results.json (Gradescope's autograder results).")
+    exp.add_argument("assignments", nargs="*",
+                     help="graded chapter folders (default: every graded one)")
+    exp.add_argument("--out", type=Path, default=Path("grading/export"),
+                     help="output folder (default: grading/export)")
+    exp.add_argument("--db", default=None, metavar="URL",
+                     help="the gradebook (default: nbgrader's db_url, gradebook.db of the course "
+                     "directory)")
+    exp.add_argument("--root", type=Path, default=None, help="course repository root")
+    exp.set_defaults(func=cmd_export)
     return parser
 
 

@@ -5,6 +5,9 @@
 #                       the grading tests fail without it.
 #   chromium            the browser the tests in tests/browser/ drive through Playwright
 #                       (a student's JupyterLab: Run All, widgets, nbgrader's Validate button).
+#   postgresql          a gradebook shared by several instructors (`course grade --db
+#                       postgresql://...`); the gradebook tests start a throwaway server with
+#                       its initdb and pg_ctl (they skip without them).
 #
 # With root or sudo it installs them with apt-get (Debian, Ubuntu) or dnf (Fedora, RHEL) and
 # prints what it installs. Otherwise it prints the command to run and exits 1. On macOS and
@@ -24,8 +27,12 @@ command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
   missing+=(chromium)
 fi
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+    && ! ls /usr/pgsql-*/bin/initdb >/dev/null 2>&1; then
+  missing+=(postgresql)
+fi
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "setup-system: bubblewrap and chromium are installed"
+  echo "setup-system: bubblewrap, chromium and postgresql are installed"
   exit 0
 fi
 
@@ -40,22 +47,24 @@ fi
 if command -v apt-get >/dev/null 2>&1; then
   steps=("apt-get update -qq" "apt-get install -y -qq --no-install-recommends ${missing[*]}")
 elif command -v dnf >/dev/null 2>&1; then
-  steps=("dnf install -y -q ${missing[*]}")
+  steps=("dnf install -y -q ${missing[*]/postgresql/postgresql-server}")  # initdb is there
 else
   echo "setup-system: missing ${missing[*]}, and neither apt-get nor dnf is here."
   echo "  Install them with your package manager: bubblewrap isolates student code while"
-  echo "  grading, chromium runs the browser tests."
+  echo "  grading, chromium runs the browser tests, postgresql holds a shared gradebook."
   exit 1
 fi
 
 if [ "${as_root[0]:-}" = none ]; then
   echo "setup-system: missing ${missing[*]} (bubblewrap isolates student code while grading;"
-  echo "  chromium runs the browser tests). Install as root, then run this again:"
+  echo "  chromium runs the browser tests; postgresql holds a shared gradebook). Install as"
+  echo "  root, then run this again:"
   printf '    sudo %s\n' "${steps[@]}"
   exit 1
 fi
 
-echo "setup-system: installing ${missing[*]} (bubblewrap: grading; chromium: browser tests)"
+echo "setup-system: installing ${missing[*]} (bubblewrap: grading; chromium: browser tests;"
+echo "  postgresql: a shared gradebook and its tests)"
 for step in "${steps[@]}"; do
   echo "  ${as_root[*]:+${as_root[*]} }$step"
   # shellcheck disable=SC2086  # each step is a plain command line

@@ -70,6 +70,7 @@ def test_table_states_mean_spread_and_verdict():
     assert ablation_table(rows, baseline="noise").loc["noise", "verdict"] == "reference"
 
 
+@pytest.mark.slow  # trains a small network once per seed
 def test_run_seeds_trains_once_per_seed(fake_cifar10):
     images, labels = read_cifar10(fake_cifar10, verify=False)
     recipe = replace(BASELINE, arch="resnet18", weights=None, epochs=1, batch_size=25,

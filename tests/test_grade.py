@@ -162,7 +162,8 @@ def _grade_batches(shared: Path) -> None:
         subs, out = shared / f"submissions-{assignment}", shared / f"graded-{assignment}"
         build_batch(assignment, subs)
         cmd = [sys.executable, "-m", "course.cli", "grade", assignment, str(subs),
-               "--out", str(out), "--workers", str(WORKERS), "--root", str(ROOT)]
+               "--out", str(out), "--workers", str(WORKERS), "--root", str(ROOT),
+               "--db", f"sqlite:///{out}/gradebook.db"]  # not the course's own gradebook
         procs[assignment] = subprocess.Popen(
             cmd + ([] if ISOLATE else ["--no-isolation"]), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
@@ -365,13 +366,13 @@ def test_collect_layouts_and_bad_entries(tmp_path):
     with zipfile.ZipFile(subs / "hal.zip", "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("05_regularization.ipynb", b"0" * (21 * 2**20))  # compresses to ~20 kB
     found = {s.student_id: s for s in collect(subs, "05_regularization", tmp_path / "unpacked")}
-    assert set(found) == {"alice", "bob", "carol", "dave", "bad_name_", "eve", "frank", "gina",
-                          "hal"}
+    (invalid,) = [sid for sid in found if sid.startswith("_bad_name_-")]  # never a valid id
+    assert set(found) == {"alice", "bob", "carol", "dave", invalid, "eve", "frank", "gina", "hal"}
     for sid in ("alice", "bob", "carol", "dave", "eve"):
         assert found[sid].notebook is not None and found[sid].reason == "", sid
         assert found[sid].notebook.read_text() == nb
     assert found["eve"].notebook == tmp_path / "unpacked" / "eve" / "05_regularization.ipynb"
-    assert found["bad_name_"].reason.startswith("invalid student id")
+    assert found[invalid].reason == "invalid student id 'bad name!'"
     assert found["frank"].notebook is None and "notebook" in found["frank"].reason
     assert "unreadable zip" in found["gina"].reason
     assert "larger than" in found["hal"].reason

@@ -42,7 +42,19 @@ def test_released_notebook_hides_solutions_and_hidden_tests(assignment):
     assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text
     assert "HIDDEN TESTS" in nbformat.writes(source)  # the source keeps them
     by_id = {_grade_id(c): c for c in released.cells if _grade_id(c)}
-    assert set(by_id) == {spec.solution_id, *spec.points}
+    graded = {spec.solution_id, *spec.points}
+    assert graded <= set(by_id)
+    # one "in your own words" answer per graded chapter, graded by hand in formgrader
+    written = {_grade_id(c) for c in source.cells if _grade_id(c) and c.cell_type == "markdown"
+               and c.metadata.nbgrader.get("grade")}
+    assert len(written) == 1
+    for gid in written:
+        assert by_id[gid].source == "YOUR ANSWER HERE", gid
+        assert by_id[gid].metadata.nbgrader["points"] == 2, gid
+    for gid in set(by_id) - graded - written:  # the closing exercises: ungraded, stubbed
+        assert by_id[gid].metadata.nbgrader["solution"] is True, gid
+        assert by_id[gid].metadata.nbgrader["grade"] is False, gid
+        assert "raise NotImplementedError()" in by_id[gid].source, gid
     assert "raise NotImplementedError()" in by_id[spec.solution_id].source
     for gid, points in spec.points.items():
         meta = by_id[gid].metadata

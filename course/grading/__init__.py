@@ -14,6 +14,9 @@
 - ``results``: results.jsonl and grades.csv.
 - ``grade``: grade a class in parallel, resumably (``course grade``): calls the above in order.
 - ``samples``: sample submissions (autograder/samples/) put into the released notebook.
+- ``gradebook``: the class into nbgrader's gradebook (SQLite or PostgreSQL), manual scores kept.
+- ``deadlines``: deadlines and late penalties (autograder/deadlines.yaml), submission times.
+- ``export``: the gradebook for Canvas, a spreadsheet and Gradescope (``course export``).
 
 Nothing is imported here, so ``import course.grading.release`` stays light.
 """

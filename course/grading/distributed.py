@@ -16,7 +16,7 @@ Faults:
   error row, and a rerun tries again;
 - a scheduler that cannot be reached within ``connect_timeout``, a cluster without workers, or
   workers that cannot isolate, run another version of the grader or use another
-  ``COURSE_GRADING_SECRET``: :class:`ClusterError` before anyone is graded;
+  grading secret: :class:`ClusterError` before anyone is graded;
 - an interruption: the tasks are cancelled; what was recorded stays recorded, and a rerun
   resumes from results.jsonl as on one machine.
 """
@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import os
 import re
 import shutil
 import tarfile
@@ -58,7 +57,7 @@ def grader_fingerprint() -> str:
     for path in sorted(package.rglob("*.py")):
         digest.update(path.relative_to(package).as_posix().encode())
         digest.update(path.read_bytes())
-    secret = os.environ.get("COURSE_GRADING_SECRET", protocol._DEFAULT_SECRET)
+    secret = protocol.grading_secret()
     digest.update(hashlib.sha256(secret.encode()).digest())
     return digest.hexdigest()[:16]
 
@@ -179,14 +178,18 @@ def check_cluster(address: str, *, isolate: bool, connect_timeout: float = 10,
 
 def _check_workers(client, isolate: bool) -> None:
     """Every worker isolates (when asked) and runs this grader with this secret."""
+    from course.grading import protocol
+
     mine = grader_fingerprint()
     problems = []
     for address, report in sorted(client.run(_worker_report).items()):
         if isolate and not report["isolation"]:
             problems.append(f"{address} cannot isolate student code: {report['why']}")
         if report["fingerprint"] != mine:
-            problems.append(f"{address} runs another version of course/grading/ or another "
-                            "COURSE_GRADING_SECRET than this machine (scores could differ)")
+            problems.append(f"{address} runs another version of course/grading/ or has "
+                            "another grading secret than this machine (scores could differ): "
+                            f"copy {protocol.secret_path()} to each worker machine, or set "
+                            "COURSE_GRADING_SECRET on all of them")
     if problems:
         raise ClusterError("these Dask workers cannot grade this batch:\n  "
                            + "\n  ".join(problems))

@@ -34,8 +34,11 @@ from pathlib import Path
 
 from course.grading.exercises import GradedExercise, exercise_for
 from course.grading.feedback import publish_feedback
+from course.grading.gradebook import Recorder
 from course.grading.nbgrader_step import run_nbgrader
+from course.grading.protocol import Fail, grading_secret
 from course.grading.results import GradeRow, read_results, record, write_grades_csv
+from course.grading.solution_cell import read_notebook
 from course.grading.submissions import Submission, collect
 from course.grading.trusted import CellScore, trusted_grade
 
@@ -107,6 +110,7 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
           workers: int | None = None, isolate: bool = True, timeout: float = 600,
           cell_timeout: int | None = None,
           on_row: Callable[[GradeRow, int, int], None] | None = None,
+          gradebook: Recorder | None = None,
           scheduler: str | None = None, connect_timeout: float = 10,
           budgets: bool = True) -> list[GradeRow]:
     """Grade every submission of ``assignment`` in ``submissions``; rows sorted by student.
@@ -115,7 +119,8 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
     ``cell_timeout`` is nbgrader's limit for one cell (default: ``Execute.timeout`` of
     autograder/nbgrader_config.py): a cell that runs longer is interrupted and fails, and the
     rest of the notebook is still graded. Keep it below ``timeout``, which discards nbgrader's
-    whole report. ``on_row(row, done, total)`` is called as each student finishes. Raises
+    whole report. ``on_row(row, done, total)`` is called as each student finishes.
+    ``gradebook`` records the class in nbgrader's gradebook once all are graded. Raises
     ValueError for an assignment without graded exercises, RegistryError when the exercise
     modules and the source notebook disagree, and IsolationUnavailable when ``isolate`` and
     the sandbox cannot isolate on this machine.
@@ -133,6 +138,7 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
     root = find_root(Path(root) if root else None)
     exercise = exercise_for(assignment, root)
     _check_options(timeout, cell_timeout, isolate)
+    grading_secret()  # made on first use; a secret the sandbox could read stops the run here
     if scheduler:  # an unreachable or misconfigured cluster fails before any work here
         from course.grading.distributed import check_cluster
 
@@ -168,7 +174,11 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
     finally:  # on Ctrl-C: start no other student; what is recorded stays recorded
         graded.close()
         write_grades_csv(out_dir)
-    return sorted(rows, key=lambda r: r.student_id)
+    rows = sorted(rows, key=lambda r: r.student_id)
+    if gradebook is not None:  # 5. the class into nbgrader's gradebook (gradebook.py)
+        gradebook.record(exercise, rows, template=template, out_dir=out_dir,
+                         submissions=Path(submissions))
+    return rows
 
 
 def _grade_locally(todo: list, ctx: _Context, workers: int | None):
@@ -197,8 +207,9 @@ def _grade_one(sub: Submission, sha: str, ctx: _Context) -> GradeRow:
     return row
 
 
-def _copy_notebook(sub: Submission, ctx: _Context) -> tuple[Path, str]:
-    """The student's notebook in a fresh work folder, and why it cannot be read ("" if it can)."""
+def _copy_notebook(sub: Submission, ctx: _Context) -> tuple[Path, str, str]:
+    """The student's notebook (nbformat 4) in a fresh work folder, why it cannot be read ("" if
+    it can) and what was changed to read it (``solution_cell.read_notebook``)."""
     import nbformat
 
     work = ctx.out_dir / "work" / sub.student_id
@@ -206,16 +217,16 @@ def _copy_notebook(sub: Submission, ctx: _Context) -> tuple[Path, str]:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     notebook = work / ctx.exercise.notebook_name
-    shutil.copyfile(sub.notebook, notebook)
     try:
-        nbformat.read(notebook, as_version=4)
-    except Exception as err:  # invalid JSON, not a notebook, undecodable bytes
-        return notebook, f"invalid notebook: {type(err).__name__}: {str(err)[:200]}"
-    return notebook, ""
+        nb, note = read_notebook(sub.notebook)
+    except Fail as err:  # invalid JSON, not a notebook, undecodable bytes, too old
+        return notebook, str(err)[:300], ""
+    nbformat.write(nb, notebook)
+    return notebook, "", note
 
 
 def _grade_notebook(sub: Submission, ctx: _Context, row: GradeRow) -> None:
-    notebook, problem = _copy_notebook(sub, ctx)
+    notebook, problem, note = _copy_notebook(sub, ctx)
     if problem:
         row.reason = problem
         return
@@ -227,9 +238,15 @@ def _grade_notebook(sub: Submission, ctx: _Context, row: GradeRow) -> None:
         sub.student_id, notebook, work / "nbgrader", template=ctx.template,
         assignment=ctx.exercise.assignment, timeout=ctx.timeout, isolate=ctx.isolate)
     _fill_row(row, trusted, nbgrader_scores, problem)
+    row.reason = "; ".join(filter(None, [note, row.reason]))
     if not problem:
-        publish_feedback(work / "nbgrader" / "feedback" / row.student_id / row.assignment,
-                         ctx.out_dir / "feedback" / row.student_id / row.assignment, row)
+        page = Path(ctx.exercise.notebook_name).with_suffix(".html").name
+        if not publish_feedback(work / "nbgrader" / "feedback" / row.student_id / row.assignment,
+                                ctx.out_dir / "feedback" / row.student_id / row.assignment, row,
+                                page, isolate=ctx.isolate, timeout=min(ctx.timeout, 120)):
+            row.reason = "; ".join(filter(None, [
+                row.reason, "no feedback page (missing, over the size limit or not sanitised "
+                            "in time)"]))
 
 
 def _fill_row(row: GradeRow, trusted: dict[str, CellScore], nbgrader_scores: dict[str, float],

@@ -62,6 +62,35 @@ class _Stub:
         return _Stub()
 
 
+# Cell magics whose body is Python that the kernel runs (the magic only times or captures it).
+_BODY_MAGICS = {"time", "timeit", "capture", "prun", "python", "python3"}
+
+
+def to_python(source):
+    """IPython syntax (magics, ``!cmd``) -> plain Python, as the kernel would see it.
+
+    Runs here, in the sandbox and under the exec alarm: a cell built to make IPython's
+    transformer slow only costs its own time limit.
+    """
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        return TransformerManager().transform_cell(source)
+    except Exception:  # noqa: BLE001 - a cell IPython cannot parse runs as it is
+        return source
+
+
+class _Shell(_Stub):
+    """``get_ipython()`` in the harness: a cell magic that only wraps Python runs its body."""
+
+    def __init__(self, namespace):
+        self._namespace = namespace
+
+    def run_cell_magic(self, name, line, cell):
+        if name in _BODY_MAGICS:
+            exec(compile(to_python(cell), "<solution cell>", "exec"), self._namespace)
+
+
 class Harness:
     def __init__(self, plan_path):
         with _open(plan_path, encoding="utf-8") as fh:
@@ -250,16 +279,29 @@ class Harness:
                 exec(compile(fh.read(), name, "exec"), namespace)
             self.scenarios = namespace["SCENARIOS"]
 
+    def setup(self):
+        """The instructor's import statements (from source/), each on its own, as the notebook
+        runs them before the solution cell; one that fails is skipped."""
+        for statement in self.plan.get("setup", []):
+            try:
+                exec(compile(statement, "<setup>", "exec"), self.namespace)
+            except Exception:  # noqa: BLE001, S110 - the kernel would have failed the same way
+                pass
+
     def exec_solution(self):
         """Run the solution cell in a fresh namespace; its outcome is written as "exec"."""
         with _open(os.path.join(self.base, self.plan["solution"]), encoding="utf-8") as fh:
             source = fh.read()
         self.namespace = {"__name__": "__main__", "__builtins__": __builtins__,
-                          "get_ipython": _Stub(), "display": print}
+                          "display": print}
+        shell = _Shell(self.namespace)
+        self.namespace["get_ipython"] = lambda: shell
         status = {"t": "ok"}
         self.start("exec", _float(self.plan.get("exec_seconds", 60)))
         try:
-            exec(compile(source, "<solution cell>", "exec"), self.namespace)
+            self.setup()
+            self.calls = []  # what the instructor's imports called is not the student's
+            exec(compile(to_python(source), "<solution cell>", "exec"), self.namespace)
         except ProbeTimeout:
             status = {"t": "timeout"}
         except BaseException as exc:  # noqa: BLE001 - SystemExit etc. are answers too
@@ -269,7 +311,47 @@ class Harness:
             signal.setitimer(signal.ITIMER_REAL, 0)
             self.current = (None, 0.0)
             self.restore()
+        if self.calls:
+            status["forbidden_calls"] = sorted(set(self.calls))
         self.write("exec", status)
+
+    def forbid_everywhere(self, names):
+        """The exercise's forbidden names, for the whole run (solution cell and every probe).
+
+        A module name forbids each of its public functions and classes. A function becomes
+        one that records the call (in ``self.calls``, the current probe's list) and raises; a
+        class becomes a subclass whose ``__init__`` does, so ``class X(Forbidden)`` still runs.
+        """
+        import importlib
+
+        harness = self
+
+        def replacement(name, original):
+            def forbidden(*args, **kwargs):
+                harness.calls.append(name)
+                raise ForbiddenCall(f"{name} may not be used in this exercise")
+
+            if _isinstance(original, _type):
+                return _type(original.__name__, (original,), {"__init__": forbidden})
+            return forbidden
+
+        for name in names:
+            try:
+                module = importlib.import_module(name)
+                targets = [(module, a) for a in dir(module) if not a.startswith("_")
+                           and callable(getattr(module, a, None))
+                           and getattr(getattr(module, a), "__module__", "").startswith(name)]
+                label = name + "."
+            except ImportError:
+                module_name, _, attr = name.rpartition(".")
+                try:
+                    module = importlib.import_module(module_name)
+                except ImportError:
+                    continue
+                targets = [(module, attr)] if hasattr(module, attr) else []
+                label = module_name + "."
+            for module, attr in targets:
+                setattr(module, attr, replacement(label + attr, getattr(module, attr)))
 
     def forbid(self, names, calls):
         """Replace each dotted library function by one that records the call and raises.
@@ -295,6 +377,7 @@ class Harness:
 
     def run_probe(self, probe, seconds):
         pid, counter, calls = probe["id"], [0], []
+        self.calls = calls
         seed = probe.get("seed", 0)
         random.seed(seed)
         self.np.random.seed(seed % 2**32)
@@ -319,6 +402,8 @@ class Harness:
         self.current = (None, 0.0)
 
     def run(self):
+        self.calls = []
+        self.forbid_everywhere(self.plan.get("forbidden", []))
         self.snapshot()
         self.current = (None, 0.0)
         threading.Thread(target=self.watchdog, daemon=True).start()

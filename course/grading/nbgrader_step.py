@@ -4,6 +4,9 @@
 a copy of the assignment's gradebook and the released files (nothing of source/, no other
 student), runs ``course.grading.nbgrader_worker`` there in the sandbox, and reads back nbgrader's
 per-cell scores strictly (the worker's output is as untrusted as the student's code it ran).
+While the student's code runs, the worker keeps the gradebook and nbgrader's copy of the notebook
+with the hidden tests off the disk, and it kills what the code left running before it writes the
+feedback page (see ``nbgrader_worker``).
 """
 
 from __future__ import annotations
@@ -67,7 +70,8 @@ def run_nbgrader(student: str, notebook: Path, folder: Path, *, template: Path,
     """
     _scratch_course(folder, template, assignment, student, notebook)
     result = run_sandboxed(
-        [sys.executable, "-P", "-m", "course.grading.nbgrader_worker", assignment, student],
+        [sys.executable, "-P", "-m", "course.grading.nbgrader_worker", assignment, student,
+         *(["--isolated"] if isolate else [])],
         workdir=folder, timeout=timeout, env=_sandbox_env(folder), isolate=isolate,
         memory_mb=NBGRADER_MEMORY_MB, readable=[p for p in ("/etc/fonts",) if Path(p).is_dir()])
     if result.timed_out:

@@ -11,22 +11,28 @@ test cell is a function ``check(results)`` that raises Fail or returns.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import math
 import os
+import re
+import secrets
 import stat
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Fail", "Plan", "Results", "Check", "py", "as_float", "type_name", "close",
-           "tensor", "assert_close", "is_value_error", "call_results", "values"]
+__all__ = ["Fail", "Plan", "grading_secret", "secret_path", "secret_seed", "Results", "Check",
+           "py", "as_float", "type_name", "close", "tensor", "assert_close", "is_value_error",
+           "call_results", "values"]
 
 MAX_RESULT_BYTES = 32 * 1024 * 1024
 MAX_RECORD_BYTES = 4 * 1024 * 1024
-_DEFAULT_SECRET = "dl-tuning-course/trusted-grader/v1"
+SECRET_ENV = "COURSE_GRADING_SECRET"
+_COURSE_ID = re.compile(r"""^c\.CourseDirectory\.course_id\s*=\s*["']([\w.-]+)["']""", re.M)
 _TORCH_DTYPES = {"torch.float64": "float64", "torch.float32": "float32",
                  "torch.float16": "float32", "torch.bfloat16": "float32", "torch.int64": "int64",
                  "torch.int32": "int32", "torch.bool": "bool", "torch.uint8": "uint8"}
@@ -36,9 +42,61 @@ class Fail(Exception):
     """A trusted check failed (the message says which and why)."""
 
 
+def secret_path() -> Path:
+    """Where the course's grading secret lives: with the instructor's grading data, never in
+    the repository (``$COURSE_GRADING_HOME``, else ``$XDG_DATA_HOME/course-grading``, else
+    ``~/.local/share/course-grading``), in a folder named by the nbgrader course id."""
+    home = os.environ.get("COURSE_GRADING_HOME") or Path(
+        os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "course-grading"
+    config = Path(__file__).resolve().parents[2] / "autograder" / "nbgrader_config.py"
+    found = _COURSE_ID.search(config.read_text(encoding="utf-8")) if config.is_file() else None
+    course = found.group(1) if found else "course"
+    return Path(home).expanduser().resolve() / course / "secret"
+
+
+def _check_out_of_reach(path: Path) -> None:
+    """The secret must not be in anything the sandbox mounts (the environment, /usr, /etc)."""
+    from course.grading.sandbox import visible_in_sandbox
+
+    if visible_in_sandbox(path):
+        raise ValueError(f"the grading secret {path} would be readable by student code (the "
+                           "sandbox mounts that folder): set COURSE_GRADING_HOME to a folder of "
+                           "your own, outside the repository and the Python environment")
+
+
+@functools.lru_cache(maxsize=4)
+def _secret_in(path: Path) -> str:
+    _check_out_of_reach(path)
+    if not path.exists():  # first use: a random secret, written whole or not at all
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".secret-{os.getpid()}-{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)  # fails if another grader made it first: then use theirs
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    secret = path.read_text(encoding="utf-8").strip()
+    if len(secret) < 32:
+        raise ValueError(f"the grading secret {path} is shorter than 32 characters: delete it "
+                           "only if no grades depend on it (a new one changes every input)")
+    return secret
+
+
+def grading_secret() -> str:
+    """The secret the trusted inputs derive from: ``$COURSE_GRADING_SECRET`` if set, else the
+    course's secret file (``secret_path()``), made with a random value on first use."""
+    return os.environ.get(SECRET_ENV) or _secret_in(secret_path())
+
+
 def secret_seed(assignment: str, salt: str = "") -> int:
     """A seed that depends only on the grading secret, the assignment and ``salt``."""
-    secret = os.environ.get("COURSE_GRADING_SECRET", _DEFAULT_SECRET)
+    secret = grading_secret()
     digest = hashlib.sha256(f"{secret}\0{assignment}\0{salt}".encode()).digest()
     return int.from_bytes(digest[:6], "big")
 
@@ -118,17 +176,17 @@ class Results:
             rec = self.json(f"{pid}.json")
             if not isinstance(rec, dict):
                 raise Fail(f"result {pid} is malformed")
+            called = rec.get("forbidden_calls")
+            if called:  # first: the forbidden call may be what stopped the probe
+                names = ", ".join(str(n)[:60] for n in called[:3]) if isinstance(
+                    called, list) else "?"
+                raise Fail(f"{pid}: the solution called {names}, which the exercise forbids")
             status = rec.get("status")
             if status == "timeout":
                 raise Fail(f"{pid}: the code ran too long (probe timeout)")
             if status != "ok":
                 err = rec.get("error")
                 raise Fail(f"{pid}: {err if isinstance(err, str) else 'failed'}")
-            called = rec.get("forbidden_calls")
-            if called:
-                names = ", ".join(str(n)[:60] for n in called[:3]) if isinstance(
-                    called, list) else "?"
-                raise Fail(f"{pid}: the solution called {names}, which the exercise forbids")
             self.cache[pid] = rec
         return self.cache[pid]
 

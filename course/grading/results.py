@@ -58,21 +58,31 @@ def read_results(out_dir: Path) -> list[GradeRow]:
         return []
     names = {f.name for f in fields(GradeRow)}
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_bytes().split(b"\n"):
         try:
-            data = json.loads(line)
+            data = json.loads(line.decode("utf-8"))
             rows.append(GradeRow(**{k: v for k, v in data.items() if k in names}))
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, AttributeError, RecursionError):
             continue  # a line cut short by an interruption
     return rows
 
 
 def record(out_dir: Path, row: GradeRow) -> None:
-    """Append ``row`` to results.jsonl, on disk before this returns."""
+    """Append ``row`` to results.jsonl, on disk before this returns.
+
+    A line cut short by an earlier crash is ended first, so it stays one bad line (skipped by
+    ``read_results``) and never swallows this row.
+    """
     row_dict = asdict(row)
     row_dict.pop("resumed")
-    with (Path(out_dir) / RESULTS).open("a", encoding="utf-8") as f:
-        f.write(json.dumps(row_dict) + "\n")
+    line = json.dumps(row_dict, ensure_ascii=True).encode("ascii") + b"\n"
+    with (Path(out_dir) / RESULTS).open("a+b") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end:
+            f.seek(end - 1)
+            if f.read(1) != b"\n":
+                line = b"\n" + line
+        f.write(line)
         f.flush()
         os.fsync(f.fileno())
 

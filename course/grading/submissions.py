@@ -8,15 +8,19 @@ Accepted layouts, one entry per student in SUBMISSIONS/::
     dave.ipynb                                          a loose notebook
 
 The student id is the folder, zip or notebook name; it must be letters, digits, ``.``, ``_``
-or ``-``. Nothing here raises on a bad submission: it becomes a Submission with ``reason`` set
-(no notebook, several notebooks, a broken zip, a notebook too large, an invalid id), so one bad
-entry never stops the batch. Zips are read member by member with size caps, and only notebook
-members are extracted, under a name this module chooses (no path from the archive is used).
+or ``-``, starting with a letter or digit. Nothing here raises on a bad submission: it becomes a
+Submission with ``reason`` set (no notebook, several notebooks, a broken zip, a notebook too
+large, an invalid id, anything else that fails while reading that one entry), so one bad entry
+never stops the batch. An invalid name gets an id that no valid name can have (it starts with
+``_``), so it never takes over a real student's row. Folders are walked without recursion and
+only 4 levels deep. Zips are read member by member with size caps, and only notebook members
+are extracted, under a name this module chooses (no path from the archive is used).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import zipfile
 from dataclasses import dataclass
@@ -27,6 +31,8 @@ __all__ = ["Submission", "collect", "STUDENT_ID", "MAX_NOTEBOOK_BYTES"]
 STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_NOTEBOOK_BYTES = 20 * 2**20  # a chapter without outputs is ~100 kB; with outputs, a few MB
 MAX_ZIP_MEMBERS = 2000
+MAX_DEPTH = 4  # folders below an entry that are searched for the notebook
+MAX_FOLDER_ENTRIES = 10_000  # files and folders looked at in one student's folder
 _SKIP = {"__MACOSX", ".ipynb_checkpoints", "__pycache__"}
 
 
@@ -37,18 +43,23 @@ class Submission:
     student_id: str
     notebook: Path | None = None
     reason: str = ""
+    digest: str = ""  # sha256 of the notebook's bytes, taken when it was collected
 
     @property
     def sha256(self) -> str:
         """Hash of the notebook's bytes ("" without a notebook): what a resumed run compares."""
-        if self.notebook is None:
-            return ""
-        return hashlib.sha256(self.notebook.read_bytes()).hexdigest()
+        return self.digest if self.notebook is not None else ""
 
 
 def _safe_id(name: str) -> str:
-    """A printable stand-in for an invalid id, so the row still says whose entry it was."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64].lstrip("._-") or "unnamed"
+    """A printable stand-in for an invalid id, so the row still says whose entry it was.
+
+    It starts with ``_``, which no valid id does, and ends with a hash of the whole name, so
+    it can neither be a real student's id nor another invalid entry's.
+    """
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:40]
+    tag = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"_{readable}-{tag}"
 
 
 def _choose(candidates: list[str], expected: str) -> tuple[str | None, str]:
@@ -68,9 +79,30 @@ def _visible(parts: tuple[str, ...]) -> bool:
     return not any(p in _SKIP or p.startswith(".") for p in parts)
 
 
+def _notebooks_in(folder: Path) -> dict[str, Path]:
+    """Notebooks at most MAX_DEPTH levels below ``folder``, by relative path (no recursion,
+    no links followed, at most MAX_FOLDER_ENTRIES entries looked at)."""
+    found, queue, seen = {}, [(folder, ())], 0
+    while queue:
+        current, parts = queue.pop()
+        with os.scandir(current) as entries:
+            for entry in entries:
+                seen += 1
+                if seen > MAX_FOLDER_ENTRIES:
+                    raise ValueError(f"more than {MAX_FOLDER_ENTRIES} files and folders")
+                rel = (*parts, entry.name)
+                if not _visible(rel):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    if len(rel) < MAX_DEPTH:
+                        queue.append((Path(entry.path), rel))
+                elif entry.name.endswith(".ipynb"):
+                    found["/".join(rel)] = Path(entry.path)
+    return found
+
+
 def _from_folder(folder: Path, expected: str) -> tuple[Path | None, str]:
-    notebooks = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*.ipynb")
-                 if _visible(p.relative_to(folder).parts) and len(p.relative_to(folder).parts) <= 4}
+    notebooks = _notebooks_in(folder)
     chosen, reason = _choose(list(notebooks), expected)
     if chosen is None:
         return None, reason
@@ -106,8 +138,7 @@ def _from_zip(archive: Path, expected: str, dest: Path) -> tuple[Path | None, st
                 data = member.read(MAX_NOTEBOOK_BYTES + 1)
             if len(data) > MAX_NOTEBOOK_BYTES:
                 return None, f"{chosen} is larger than {MAX_NOTEBOOK_BYTES // 2**20} MB"
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, RuntimeError, ValueError,
-            NotImplementedError, EOFError) as err:
+    except Exception as err:  # noqa: BLE001 - zlib, bz2 and lzma raise their own errors
         return None, f"unreadable zip file: {type(err).__name__}: {err}"[:300]
     dest.mkdir(parents=True, exist_ok=True)
     out = dest / expected
@@ -152,12 +183,22 @@ def collect(submissions: Path, assignment: str, unpack_dir: Path) -> list[Submis
             found[name] = Submission(name, None, "several entries for this student "
                                                  "(a folder and a zip?)")
             continue
+        found[name] = _read_entry(entry, name, expected, Path(unpack_dir))
+    return [found[k] for k in sorted(found)]
+
+
+def _read_entry(entry: Path, name: str, expected: str, unpack_dir: Path) -> Submission:
+    """One student's Submission; whatever fails while reading the entry becomes its reason."""
+    try:
         if entry.is_dir():
             notebook, reason = _from_folder(entry, expected)
         elif entry.suffix.lower() == ".zip":
-            notebook, reason = _from_zip(entry, expected, Path(unpack_dir) / name)
+            notebook, reason = _from_zip(entry, expected, unpack_dir / name)
         else:
             notebook, reason = _loose_notebook(entry)
-        found[name] = Submission(name, notebook, reason)
-    return [found[k] for k in sorted(found)]
+        digest = hashlib.sha256(notebook.read_bytes()).hexdigest() if notebook else ""
+    except Exception as err:  # noqa: BLE001 - one entry never stops the batch
+        return Submission(name, None, f"unreadable submission: {type(err).__name__}: "
+                                      f"{str(err)[:200]}")
+    return Submission(name, notebook, reason, digest)
 

@@ -4,12 +4,15 @@ nbgrader runs the test cells in the student's own kernel, where the student's co
 them off. ``trusted_grade`` decides the score another way:
 
 1. here (the trusted process) only the source of the exercise's solution cell is taken from the
-   student's notebook (``solution_cell.py``); nothing else of the submission is used;
+   student's notebook (``solution_cell.py``); nothing else of the submission is used, and its
+   text is not parsed here (IPython's transformers run in the sandbox);
 2. the exercise's module (``exercises/<name>.py``) builds a plan: probes on inputs the grader
    chooses (seeded from ``COURSE_GRADING_SECRET``, never from the student), written with the
    solution source into a fresh folder;
-3. ``harness.py`` runs in the sandbox (``python -I``), executes only that cell, runs the probes
-   and writes plain results (JSON, ``.npy`` without pickle);
+3. ``harness.py`` runs in the sandbox (``python -I``), executes the import statements of the
+   instructor's cells before the solution cell (from source/), then only that cell (cell magics
+   such as ``%%time`` run their body), runs the probes and writes plain results (JSON, ``.npy``
+   without pickle);
 4. here again, each test cell's trusted check reads the results strictly (``protocol.py``) and
    compares them with references computed in this process.
 
@@ -33,7 +36,7 @@ import numpy as np
 from course.grading.exercises import GradedExercise
 from course.grading.protocol import Fail, Results
 from course.grading.sandbox import run_sandboxed
-from course.grading.solution_cell import solution_source, to_python
+from course.grading.solution_cell import setup_imports, solution_source
 
 __all__ = ["CellScore", "trusted_grade"]
 
@@ -69,7 +72,7 @@ def _all_zero(exercise: GradedExercise, message: str) -> dict[str, CellScore]:
 
 
 def _write_plan(base: Path, exercise: GradedExercise, plan, source: str,
-                probe_seconds: float) -> None:
+                probe_seconds: float, exec_seconds: float) -> None:
     (base / "solution.py").write_text(source, encoding="utf-8")
     sandbox_code = exercise.exercise.sandbox_code
     if sandbox_code is not None:
@@ -79,7 +82,9 @@ def _write_plan(base: Path, exercise: GradedExercise, plan, source: str,
         np.save(base / "inputs" / name, arr, allow_pickle=False)
     (base / "plan.json").write_text(json.dumps({
         "solution": "solution.py", "sandbox_code": sandbox_code and "sandbox_code.py",
-        "probes": plan.probes, "probe_seconds": probe_seconds, "exec_seconds": 60}),
+        "setup": setup_imports(exercise.notebook, exercise.solution_id),
+        "forbidden": list(exercise.exercise.forbidden),
+        "probes": plan.probes, "probe_seconds": probe_seconds, "exec_seconds": exec_seconds}),
         encoding="utf-8")
 
 
@@ -89,6 +94,10 @@ def _exec_prefix(R: Results) -> str:
         rec = R.json("exec.json", 65536)
     except Fail:
         return ""
+    called = rec.get("forbidden_calls") if isinstance(rec, dict) else None
+    if isinstance(called, list) and called:
+        names = ", ".join(str(n)[:60] for n in called[:3])
+        return f"the solution cell called {names}, which the exercise forbids; "
     if isinstance(rec, dict) and rec.get("t") == "exception":
         return f"the solution cell raised {str(rec.get('name'))[:40]}; "
     if isinstance(rec, dict) and rec.get("t") == "timeout":
@@ -134,7 +143,7 @@ def _read_results(base: Path, exercise: GradedExercise, checks: dict,
 
 def trusted_grade(exercise: GradedExercise, notebook_path, workdir, *, timeout: float = 300,
                   isolate: bool = True, memory_mb: int = 4096,
-                  probe_seconds: float = 30) -> dict[str, CellScore]:
+                  probe_seconds: float = 30, exec_seconds: float = 60) -> dict[str, CellScore]:
     """Score ``notebook_path``'s solution of ``exercise`` outside the student's process.
 
     Returns ``{grade_id: CellScore}`` for every graded test cell of the exercise. Never raises
@@ -142,16 +151,16 @@ def trusted_grade(exercise: GradedExercise, notebook_path, workdir, *, timeout: 
     on the affected cells with the reason in ``message``. Raises SandboxUnavailableError when
     ``isolate`` is True and this machine cannot isolate. ``timeout`` bounds the whole sandboxed
     run, ``probe_seconds`` each call of the student's code (an endless loop in one function
-    only fails the cells that need it). The work happens in ``workdir``/trusted/.
+    only fails the cells that need it), ``exec_seconds`` the setup imports, IPython's
+    transformation of the cell and running it. The work happens in ``workdir``/trusted/.
     """
     try:
-        source = to_python(solution_source(notebook_path, exercise.solution_id,
-                                           exercise.exercise.names))
+        source = solution_source(notebook_path, exercise.solution_id, exercise.exercise.names)
     except Fail as exc:
         return _all_zero(exercise, str(exc))
     plan, checks = exercise.build_plan()
     base = _fresh_dir(Path(workdir) / "trusted")
-    _write_plan(base, exercise, plan, source, probe_seconds)
+    _write_plan(base, exercise, plan, source, probe_seconds, exec_seconds)
     result = run_sandboxed([sys.executable, "-I", "-B", str(HARNESS), "plan.json"],
                            workdir=base, timeout=timeout, memory_mb=memory_mb,
                            max_output_bytes=64 * 1024, isolate=isolate)

@@ -33,6 +33,7 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if HERE in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.slow)  # each starts JupyterLab and runs a notebook
 
 
 def find_chromium() -> str | None:

@@ -41,6 +41,10 @@ class Exercise:
     names: tuple[str, ...]  # what the solution cell defines (to find it without metadata)
     plan: Callable[[Plan], dict[str, Check]]  # adds probes; returns {test grade_id: check}
     sandbox_code: Path | None = None  # plain Python defining SCENARIOS, run by the harness
+    # library functions, classes or whole modules (dotted names) the solution may not use, as
+    # the exercise's text says; they raise and are reported while the solution cell and every
+    # probe run, and a cell whose probe used one fails with that reason
+    forbidden: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

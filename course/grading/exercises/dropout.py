@@ -337,4 +337,6 @@ def plan(p: Plan) -> dict[str, Check]:
 
 
 EXERCISE = Exercise("05_regularization", "dropout_solution", ("dropout", "Dropout"), plan,
-                    sandbox_code=Path(dropout_sandbox.__file__))
+                    sandbox_code=Path(dropout_sandbox.__file__),
+                    forbidden=("torch.nn.functional.dropout", "torch.dropout",
+                               "torch.nn.Dropout", "torch.nn.modules.dropout.Dropout"))

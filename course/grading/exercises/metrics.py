@@ -210,4 +210,5 @@ def plan(p: Plan) -> dict[str, Check]:
             "test_binary_scores_zero_division": binary_scores_zero_division(p)}
 
 
-EXERCISE = Exercise("01_metrics", "f_score_solution", ("f_score", "binary_scores"), plan)
+EXERCISE = Exercise("01_metrics", "f_score_solution", ("f_score", "binary_scores"), plan,
+                    forbidden=("sklearn.metrics",))

@@ -234,4 +234,6 @@ def plan(p: Plan) -> dict[str, Check]:
 
 
 EXERCISE = Exercise("04_learning_rate", "momentum_solution", ("MomentumSGD",), plan,
-                    sandbox_code=Path(momentum_sandbox.__file__))
+                    sandbox_code=Path(momentum_sandbox.__file__),
+                    forbidden=("torch.optim.SGD", "torch.optim.sgd.SGD", "torch.optim.sgd.sgd",
+                               "torch.optim._functional.sgd"))
