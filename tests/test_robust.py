@@ -257,6 +257,7 @@ def _trusted(tmp_path, assignment, code, version=4, **kw):
     return {gid for gid, s in scores.items() if not s.passed}, scores
 
 
+@pytest.mark.slow
 @pytest.mark.sandbox
 @pytest.mark.parametrize("assignment", ["04_learning_rate", "06_batch_norm"])
 def test_class_11_a_solution_may_use_what_the_notebook_imported(tmp_path, assignment):
@@ -267,6 +268,7 @@ def test_class_11_a_solution_may_use_what_the_notebook_imported(tmp_path, assign
     assert failed == set()
 
 
+@pytest.mark.slow
 @pytest.mark.sandbox
 @pytest.mark.parametrize("magic", ["%%time", "%%capture captured"])
 def test_class_12_a_cell_magic_runs_its_body(tmp_path, magic):
@@ -274,6 +276,7 @@ def test_class_12_a_cell_magic_runs_its_body(tmp_path, magic):
     assert failed == set()
 
 
+@pytest.mark.slow
 @pytest.mark.sandbox
 def test_class_13_an_nbformat_3_notebook_is_graded(tmp_path):
     failed, _ = _trusted(tmp_path, "01_metrics", solution_code(ROOT, "01_metrics"), version=3)
@@ -296,6 +299,7 @@ def test_class_13_old_notebooks_are_converted_or_refused_clearly(tmp_path):
         read_notebook(old)
 
 
+@pytest.mark.slow
 @pytest.mark.sandbox
 def test_class_10_the_grading_process_never_transforms_student_text(tmp_path, monkeypatch):
     """A cell built to make IPython's transformer slow (minutes here) costs the sandbox's time
@@ -360,6 +364,7 @@ def test_class_14_deep_nesting_is_read_without_recursion(tmp_path, where):
         assert json.dumps(deep).count("[") < 64 and "null" in json.dumps(deep)
 
 
+@pytest.mark.slow
 @pytest.mark.sandbox
 def test_class_14_a_page_too_deep_to_sanitise_in_time_is_not_published(tmp_path):
     """html5lib slows down with depth (quadratic): the sandbox's time limit holds."""
@@ -419,6 +424,7 @@ def _inputs_with_home(monkeypatch, home):
     return _inputs()
 
 
+@pytest.mark.slow
 @pytest.mark.sandbox
 def test_class_15_the_secret_is_out_of_the_sandboxs_reach(tmp_path, monkeypatch):
     monkeypatch.delenv("COURSE_GRADING_SECRET", raising=False)
@@ -508,6 +514,7 @@ def hostile_batch(tmp_path_factory):
     return base / "out", {r.student_id: r for r in rows}
 
 
+@pytest.mark.slow
 @pytest.mark.sandbox
 def test_class_5_feedback_shows_no_hidden_test(hostile_batch):
     out, rows = hostile_batch
@@ -519,6 +526,7 @@ def test_class_5_feedback_shows_no_hidden_test(hostile_batch):
         assert "output withheld: this cell also runs hidden tests" in page
 
 
+@pytest.mark.slow
 @pytest.mark.sandbox
 @pytest.mark.parametrize("student", ["reader", "reader-late"])
 def test_class_6_student_code_finds_no_gradebook_or_graded_copy(hostile_batch, student):
@@ -528,6 +536,7 @@ def test_class_6_student_code_finds_no_gradebook_or_graded_copy(hostile_batch, s
     assert "LOOT 0" in page
 
 
+@pytest.mark.slow
 @pytest.mark.sandbox
 def test_class_7_only_the_expected_page_is_published(hostile_batch):
     out, rows = hostile_batch
@@ -544,6 +553,7 @@ def test_class_7_only_the_expected_page_is_published(hostile_batch):
 # --------------------------------------------------------------------------- forbidden calls
 
 
+@pytest.mark.slow
 @pytest.mark.sandbox
 @pytest.mark.parametrize("assignment,old,new,called,failed", [
     ("01_metrics", "def binary_scores(y_true, y_pred):\n",
@@ -565,6 +575,7 @@ def test_forbidden_calls_fail_their_cells_with_the_reason(tmp_path, assignment, 
         assert f"the solution called {called}, which the exercise forbids" in scores[gid].message
 
 
+@pytest.mark.slow
 @pytest.mark.sandbox
 def test_subclassing_a_forbidden_class_is_flagged(tmp_path):
     code = solution_code(ROOT, "04_learning_rate")
@@ -625,6 +636,7 @@ def _cgroups_here() -> bool:
     return len(made) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.sandbox
 def test_class_8_memory_is_limited_for_all_processes_together(tmp_path):
     """8 processes of 150 MB each, 400 MB for the command: per process each would fit."""
@@ -639,6 +651,7 @@ def test_class_8_memory_is_limited_for_all_processes_together(tmp_path):
     assert result.stdout.split() == ["killed", "0"]
 
 
+@pytest.mark.slow
 @pytest.mark.sandbox
 def test_class_8_tasks_are_limited_for_all_processes_together(tmp_path):
     """8 processes starting 20 threads each, 60 tasks for the command."""
@@ -652,6 +665,7 @@ def test_class_8_tasks_are_limited_for_all_processes_together(tmp_path):
 # ------------------------------------------------------------------- classes 1-3, end to end
 
 
+@pytest.mark.slow  # runs course grade for real
 def test_classes_1_to_3_the_command_writes_every_row(tmp_path):
     """`course grade` on a class where no entry can be read: exit 0, one error row each."""
     import csv
