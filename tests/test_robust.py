@@ -629,10 +629,10 @@ time.sleep(5)
 
 
 def _cgroups_here() -> bool:
-    from course.grading.sandbox import _make_cgroups, _remove_cgroups
+    from course.grading.limits import make_cgroups, remove_cgroups
 
-    made = _make_cgroups(64, 8)
-    _remove_cgroups(made)
+    made = make_cgroups(64, 8)
+    remove_cgroups(made)
     return len(made) == 2
 
 

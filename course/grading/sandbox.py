@@ -15,7 +15,7 @@ from bubblewrap (``apt-get install -y bubblewrap``):
 - rlimits on address space (memory), CPU seconds, processes, file size and open files, per
   process; and, where the grader may create cgroups (root, cgroup v1 memory and pids
   controllers writable), totals for the whole command: all its processes together get
-  ``memory_mb`` of memory and ``max_procs`` tasks (``_make_cgroups``);
+  ``memory_mb`` of memory and ``max_procs`` tasks (``course.grading.limits``);
 - a wall-clock timeout and a cap on the bytes written to stdout + stderr;
 - every process the command started is dead when ``run_sandboxed`` returns: killing
   bubblewrap tears the pid namespace down, and every process still owned by the sandbox uid
@@ -41,6 +41,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from course.grading.limits import make_cgroups, remove_cgroups, rlimits
 
 __all__ = [
     "visible_in_sandbox",
@@ -232,95 +234,6 @@ def _clean_env(workdir: Path, env: dict | None) -> dict[str, str]:
     if env:
         base.update({str(k): str(v) for k, v in env.items()})
     return base
-
-
-# --------------------------------------------------------------------------- totals (cgroups)
-
-_CGROUP_ROOT = Path("/sys/fs/cgroup")
-_cgroup_counter = 0
-
-
-def _own_cgroup(controller: str) -> Path | None:
-    """This process's cgroup (v1) of ``controller``, as a folder, or None."""
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controller in controllers.split(","):
-            folder = _CGROUP_ROOT / controller / path.lstrip("/")
-            return folder if folder.is_dir() else None
-    return None
-
-
-def _make_cgroups(memory_mb: int, max_procs: int) -> list[Path]:
-    """Fresh memory and pids cgroups (v1) holding the whole command: its processes together
-    may use ``memory_mb`` of memory and ``max_procs`` tasks. Empty where this process may not
-    create cgroups (not root, cgroups not writable, cgroup v2 without delegation): then only the
-    per-process rlimits hold."""
-    global _cgroup_counter
-    if os.geteuid() != 0 or not sys.platform.startswith("linux"):
-        return []
-    with _uid_lock:
-        _cgroup_counter += 1
-        name = f"course-sandbox-{os.getpid()}-{_cgroup_counter}"
-    made = []
-    settings = {"memory": {"memory.limit_in_bytes": memory_mb * _MB,
-                           "memory.swappiness": 0},
-                "pids": {"pids.max": max_procs}}
-    for controller, values in settings.items():
-        parent = _own_cgroup(controller)
-        if parent is None:
-            continue
-        try:
-            folder = parent / name
-            folder.mkdir()
-            made.append(folder)
-            for key, value in values.items():
-                if (folder / key).exists():
-                    (folder / key).write_text(str(value))
-        except OSError:
-            continue
-    return made
-
-
-def _remove_cgroups(folders: list[Path]) -> None:
-    for folder in folders:
-        for _ in range(50):  # the last killed processes may take a moment to leave
-            try:
-                folder.rmdir()
-                break
-            except OSError:
-                time.sleep(0.05)
-
-
-def _rlimits(memory_mb: int, cpu_seconds: int, max_procs: int, file_mb: int,
-             cgroups: tuple[Path, ...] = ()):
-    import resource
-
-    def apply() -> None:
-        for folder in cgroups:  # before anything else: every descendant is counted there
-            with open(folder / "cgroup.procs", "w") as fh:
-                fh.write(str(os.getpid()))
-        limits = [
-            (resource.RLIMIT_AS, memory_mb * _MB),
-            (resource.RLIMIT_FSIZE, file_mb * _MB),
-            (resource.RLIMIT_NOFILE, 1024),
-            (resource.RLIMIT_CORE, 0),
-        ]
-        if max_procs:
-            limits.append((resource.RLIMIT_NPROC, max_procs))
-        # SIGXCPU at the soft CPU limit (a readable reason), SIGKILL 5 s of CPU later
-        limits.append((resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5)))
-        for which, value in limits:
-            soft, hard = value if isinstance(value, tuple) else (value, value)
-            _, current = resource.getrlimit(which)
-            if current != resource.RLIM_INFINITY:  # never ask for more than we may have
-                soft, hard = min(soft, current), min(hard, current)
-            resource.setrlimit(which, (soft, hard))
-
-    return apply
 
 
 def _reader(stream, sink: bytearray, state: dict, cap: int, on_flood) -> None:
@@ -531,22 +444,22 @@ def _run(argv, *, workdir: Path, timeout: float, memory_mb: int, max_procs: int,
     cmd, pass_fds, uid = ([str(a) for a in argv], [], None)
     if isolate:
         cmd, pass_fds, uid = _isolated_command(argv, workdir, readable)
-    cgroups = _make_cgroups(memory_mb, max_procs) if isolate else []
+    cgroups = make_cgroups(memory_mb, max_procs) if isolate else []
     start = time.monotonic()
     try:
         proc = subprocess.Popen(
             cmd, cwd=workdir, env=_clean_env(workdir, env), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
             pass_fds=pass_fds,
-            preexec_fn=_rlimits(memory_mb, cpu, max_procs if isolate else 0, file_mb,
-                                tuple(cgroups)))
+            preexec_fn=rlimits(memory_mb, cpu, max_procs if isolate else 0, file_mb,
+                               tuple(cgroups)))
     finally:
         for fd in pass_fds:
             os.close(fd)
     try:
         stdout, stderr, timed_out, flooded = _wait(proc, uid, timeout, max_output_bytes)
     finally:
-        _remove_cgroups(cgroups)
+        remove_cgroups(cgroups)
     seconds = time.monotonic() - start
     _reclaim(workdir, *owner)  # links and special files out; ownership back to the caller
     reason = _stop_reason(proc.returncode, timed_out, flooded, isolate, timeout,
