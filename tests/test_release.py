@@ -78,15 +78,22 @@ def _validate(path):
 @pytest.mark.parametrize("assignment", sorted(EXERCISES))
 @pytest.mark.slow
 def test_nbgrader_validate_passes_on_source_and_fails_on_release(assignment, folder):
-    """What a student sees with `nbgrader validate`: the stubs fail every test cell."""
-    results = _validate(ROOT / folder / assignment / EXERCISES[assignment].notebook_name)
+    """What a student sees with `nbgrader validate`: the stubs fail every test cell, and the
+    untouched written answer asks for a response."""
+    path = ROOT / folder / assignment / EXERCISES[assignment].notebook_name
+    results = _validate(path)
     if folder == "source":
         assert results == {}, results
     else:
         assert set(results) == {"failed"}
         errors = [cell["raw_error"] for cell in results["failed"]]
-        assert len(errors) == len(EXERCISES[assignment].points)
-        assert all("NotImplementedError" in e for e in errors), errors
+        written = [c for c in nbformat.read(path, as_version=4).cells
+                   if c.cell_type == "markdown" and c.metadata.get("nbgrader", {}).get("grade")]
+        unanswered = [e for e in errors if e == "You did not provide a response."]
+        assert len(written) >= 1 and len(unanswered) == len(written), errors
+        stubs = [e for e in errors if e not in unanswered]
+        assert len(stubs) == len(EXERCISES[assignment].points)
+        assert all("NotImplementedError" in e for e in stubs), errors
 
 
 def _tiny_course(root):
