@@ -46,12 +46,9 @@ def _check(lr: float, eps: float = 0.0, **betas: float) -> None:
             raise ValueError(f"{name} must be in [0, 1), got {beta}")
 
 
-class RMSProp(torch.optim.Optimizer):
-    """p -= lr·g / (√v + eps) with v the moving average of g² (``torch.optim.RMSprop``)."""
-
-    def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8):
-        _check(lr, eps, alpha=alpha)
-        super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps})
+class _PerParameter(torch.optim.Optimizer):
+    """The loop every optimizer here shares: for each parameter with a gradient, in each group,
+    ``update(p, state, group)``; the update rule is what each subclass teaches."""
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -62,14 +59,27 @@ class RMSProp(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                v = second_moment(self.state[p], p.grad, group["alpha"])
-                p.addcdiv_(p.grad, v.sqrt().add_(group["eps"]), value=-group["lr"])
+                if p.grad is not None:
+                    self.update(p, self.state[p], group)
         return loss
 
+    def update(self, p: torch.Tensor, state: dict, group: dict) -> None:
+        raise NotImplementedError
 
-class Adam(torch.optim.Optimizer):
+
+class RMSProp(_PerParameter):
+    """p -= lr·g / (√v + eps) with v the moving average of g² (``torch.optim.RMSprop``)."""
+
+    def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8):
+        _check(lr, eps, alpha=alpha)
+        super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps})
+
+    def update(self, p, state, group):
+        v = second_moment(state, p.grad, group["alpha"])
+        p.addcdiv_(p.grad, v.sqrt().add_(group["eps"]), value=-group["lr"])
+
+
+class Adam(_PerParameter):
     """RMSProp's second moment + momentum's first moment + bias correction
     (``torch.optim.Adam``)."""
 
@@ -78,51 +88,27 @@ class Adam(torch.optim.Optimizer):
         _check(lr, eps, beta1=betas[0], beta2=betas[1])
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps})
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                state["t"] = t = state.get("t", 0) + 1
-                m = first_moment(state, p.grad, beta1)   # momentum
-                v = second_moment(state, p.grad, beta2)  # RMSProp
-                m_hat = m / (1 - beta1 ** t)             # bias correction: both start at 0
-                v_hat = v / (1 - beta2 ** t)
-                p.addcdiv_(m_hat, v_hat.sqrt().add_(group["eps"]), value=-group["lr"])
-        return loss
+    def update(self, p, state, group):
+        beta1, beta2 = group["betas"]
+        state["t"] = t = state.get("t", 0) + 1
+        m = first_moment(state, p.grad, beta1)   # momentum
+        v = second_moment(state, p.grad, beta2)  # RMSProp
+        m_hat = m / (1 - beta1 ** t)             # bias correction: both start at 0
+        v_hat = v / (1 - beta2 ** t)
+        p.addcdiv_(m_hat, v_hat.sqrt().add_(group["eps"]), value=-group["lr"])
 
 
-class NesterovSGD(torch.optim.Optimizer):
+class NesterovSGD(_PerParameter):
     """v = μ·v + g, p -= lr·(g + μ·v) (``torch.optim.SGD(momentum=μ, nesterov=True)``)."""
 
     def __init__(self, params, lr: float, momentum: float = 0.9):
         _check(lr, momentum=momentum)
         super().__init__(params, {"lr": lr, "momentum": momentum})
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            mu = group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "velocity" not in state:  # the first step: v = g, as torch does
-                    state["velocity"] = p.grad.detach().clone()
-                else:
-                    state["velocity"].mul_(mu).add_(p.grad)
-                p.add_(p.grad + mu * state["velocity"], alpha=-group["lr"])
-        return loss
+    def update(self, p, state, group):
+        mu = group["momentum"]
+        if "velocity" not in state:  # the first step: v = g, as torch does
+            state["velocity"] = p.grad.detach().clone()
+        else:
+            state["velocity"].mul_(mu).add_(p.grad)
+        p.add_(p.grad + mu * state["velocity"], alpha=-group["lr"])
