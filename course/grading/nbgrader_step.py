@@ -61,6 +61,14 @@ def _scratch_course(folder: Path, template: Path, assignment: str, student: str,
     shutil.copyfile(notebook, submitted / notebook.name)
 
 
+def _outputs(student: str, assignment: str, notebook: str) -> list[str]:
+    """What the step leaves in its folder, all ``course grade`` reads (nothing else stays on
+    disk): the worker's result, nbgrader's autograded notebook and its feedback page."""
+    page = Path(notebook).with_suffix(".html").name
+    return [RESULT, f"autograded/{student}/{assignment}/{notebook}",
+            f"feedback/{student}/{assignment}/{page}"]
+
+
 def run_nbgrader(student: str, notebook: Path, folder: Path, *, template: Path,
                  assignment: str, timeout: float, isolate: bool) -> tuple[dict[str, float], str]:
     """nbgrader's per-cell scores for the notebook, or ({}, why they are missing).
@@ -73,7 +81,8 @@ def run_nbgrader(student: str, notebook: Path, folder: Path, *, template: Path,
         [sys.executable, "-P", "-m", "course.grading.nbgrader_worker", assignment, student,
          *(["--isolated"] if isolate else [])],
         workdir=folder, timeout=timeout, env=_sandbox_env(folder), isolate=isolate,
-        memory_mb=NBGRADER_MEMORY_MB, readable=[p for p in ("/etc/fonts",) if Path(p).is_dir()])
+        memory_mb=NBGRADER_MEMORY_MB, readable=[p for p in ("/etc/fonts",) if Path(p).is_dir()],
+        keep=_outputs(student, assignment, notebook.name))
     if result.timed_out:
         return {}, f"timed out after {timeout:g} s"
     try:

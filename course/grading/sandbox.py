@@ -15,7 +15,12 @@ from bubblewrap (``apt-get install -y bubblewrap``):
 - rlimits on address space (memory), CPU seconds, processes, file size and open files, per
   process; and, where the grader may create cgroups (root, cgroup v1 memory and pids
   controllers writable), totals for the whole command: all its processes together get
-  ``memory_mb`` of memory and ``max_procs`` tasks (``course.grading.limits``);
+  ``memory_mb`` of memory and ``max_procs`` tasks, and ``cpu_total_seconds`` of CPU time
+  (cgroup v1 cpuacct or v2 cpu.stat, checked by the wait loop; ``course.grading.limits``);
+- a total for what the command writes in ``workdir``: ``disk_mb`` and ``max_files`` more than
+  the caller put there. As root, ``workdir`` is a tmpfs of that size and number of files while
+  the command runs (the caller's files are copied in; ``keep`` back out); elsewhere the wait
+  loop measures the folder every second. Past the limit the command is killed;
 - a wall-clock timeout and a cap on the bytes written to stdout + stderr;
 - every process the command started is dead when ``run_sandboxed`` returns: killing
   bubblewrap tears the pid namespace down, and every process still owned by the sandbox uid
@@ -23,7 +28,8 @@ from bubblewrap (``apt-get install -y bubblewrap``):
 
 After the run, ``workdir`` is given back to the caller: symbolic links and special files the
 command left there are removed (so the trusted side never follows a link planted by a student)
-and ownership returns to the caller (which also clears setuid bits).
+and ownership returns to the caller (which also clears setuid bits). With ``keep``, it holds
+only those paths, the command's outputs that the caller reads; nothing else is left on disk.
 
 ``isolate=False`` runs the command without namespaces (rlimits, timeout and output cap still
 apply); the grader only does this when the instructor passes ``--no-isolation``.
@@ -42,7 +48,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from course.grading.limits import make_cgroups, remove_cgroups, rlimits
+from course.grading.limits import (
+    cpu_cgroup,
+    cpu_seconds_used,
+    folder_usage,
+    make_cgroups,
+    mount_area,
+    remove_cgroups,
+    rlimits,
+    unmount_area,
+)
 
 __all__ = [
     "visible_in_sandbox",
@@ -118,8 +133,8 @@ def visible_in_sandbox(path) -> bool:
     return _under(Path(path).resolve(), [*system, *_python_roots()])
 
 
-def _bwrap_args(workdir: Path, readable, setuid: int | None, passwd_fd: int | None,
-                group_fd: int | None) -> list[str]:
+def _bwrap_args(workdir: Path, area: Path, readable, setuid: int | None,
+                passwd_fd: int | None, group_fd: int | None) -> list[str]:
     bwrap = shutil.which("bwrap")
     args = [bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
             "--die-with-parent", "--new-session", "--hostname", "sandbox"]
@@ -167,7 +182,7 @@ def _bwrap_args(workdir: Path, readable, setuid: int | None, passwd_fd: int | No
         args += ["--ro-bind", str(root), str(root)]
         mounted.append(root)
     ensure_parents(workdir)
-    args += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
+    args += ["--bind", str(area), str(workdir), "--chdir", str(workdir)]
     return args
 
 
@@ -184,8 +199,9 @@ def _probe() -> tuple[bool, str]:
     with tempfile.TemporaryDirectory(prefix="course-sbx-probe-") as tmp:
         try:
             res = _run(["/bin/sh", "-c", "echo ok"], workdir=Path(tmp), timeout=60, memory_mb=512,
-                       max_procs=64, max_output_bytes=4096, cpu_seconds=30, file_mb=16, env=None,
-                       isolate=True, readable=())
+                       max_procs=64, max_output_bytes=4096, cpu_seconds=30,
+                       cpu_total_seconds=None, file_mb=16, disk_mb=16, max_files=100, keep=None,
+                       env=None, isolate=True, readable=())
         except OSError as exc:
             return False, f"bubblewrap could not start: {exc}"
     if res.returncode != 0 or res.stdout.strip() != "ok":
@@ -337,13 +353,15 @@ def _signal_name(num: int) -> str:
         return f"signal {num}"
 
 
-def _isolated_command(argv, workdir: Path, readable) -> tuple[list[str], list[int], int | None]:
-    """The bubblewrap command line for ``argv``, the fds it reads /etc/passwd and /etc/group
-    from, and the sandbox uid (None: a user namespace maps the caller's own uid)."""
+def _isolated_command(argv, workdir: Path, area: Path,
+                      readable) -> tuple[list[str], list[int], int | None]:
+    """The bubblewrap command line for ``argv`` (``area`` is seen as ``workdir``), the fds it
+    reads /etc/passwd and /etc/group from, and the sandbox uid (None: a user namespace maps the
+    caller's own uid)."""
     uid = None
     if os.geteuid() == 0:
         uid = _next_uid()
-        _chown_tree(workdir, uid, uid)
+        _chown_tree(area, uid, uid)
         passwd = f"root:x:0:0:root:/root:/bin/sh\nstudent:x:{uid}:{uid}::{workdir}:/bin/sh\n"
         group = f"root:x:0:\nstudent:x:{uid}:\n"
     else:
@@ -355,7 +373,7 @@ def _isolated_command(argv, workdir: Path, readable) -> tuple[list[str], list[in
         os.write(fd, text.encode())
         os.lseek(fd, 0, os.SEEK_SET)
         fds.append(fd)
-    cmd = _bwrap_args(workdir, readable, uid, fds[0], fds[1])
+    cmd = _bwrap_args(workdir, area, readable, uid, fds[0], fds[1])
     if uid is not None:
         cmd += [shutil.which("setpriv"), f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
                 "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
@@ -367,8 +385,10 @@ _SIGNAL_HINTS = {"SIGKILL": " (killed: memory exhausted?)", "SIGXCPU": " (CPU ti
 
 
 def _stop_reason(rc: int | None, timed_out: bool, flooded: bool, isolate: bool,
-                 timeout: float, max_output_bytes: int) -> str:
+                 timeout: float, max_output_bytes: int, over: str = "") -> str:
     """Why the command stopped ("" for a normal exit)."""
+    if over:  # a total of the Totals (CPU time, disk)
+        return over
     if timed_out:
         return f"timeout: still running after {timeout:g} s (killed)"
     if flooded:
@@ -384,10 +404,46 @@ def _stop_reason(rc: int | None, timed_out: bool, flooded: bool, isolate: bool,
     return f"killed by {name}{_SIGNAL_HINTS.get(name, '')}"
 
 
-def _wait(proc, uid: int | None, timeout: float, max_output_bytes: int):
-    """Wait for ``proc`` within ``timeout`` and the output cap; kill all it left behind.
+@dataclass
+class _Totals:
+    """The totals for all the command's processes that the wait loop checks."""
 
-    Returns (stdout, stderr, timed out, flooded).
+    cpu_group: Path | None  # the cgroup counting their CPU time (None: not measurable here)
+    cpu_seconds: float
+    area: Path  # the folder they write in
+    tmpfs: bool  # area is a tmpfs of the size and files below (else: measure it)
+    disk_mb: int
+    max_files: int
+    base: tuple[int, int]  # bytes and files the caller put in area before the run
+    next_walk: float = 0.0
+
+    def over(self, final: bool = False) -> str:
+        """Which total the command has gone past ("" if none); ``final``: it has ended."""
+        killed = "" if final else " (killed)"
+        if self.cpu_group is not None:
+            used = cpu_seconds_used(self.cpu_group)
+            if used is not None and used > self.cpu_seconds:
+                return (f"CPU time limit: more than {self.cpu_seconds:g} s for all processes "
+                        f"together{killed}")
+        full = False
+        if self.tmpfs:
+            st = os.statvfs(self.area)
+            full = st.f_bavail == 0 or st.f_favail == 0  # a write failed: no space, no inode
+        elif final or time.monotonic() >= self.next_walk:  # a walk costs: once a second
+            self.next_walk = time.monotonic() + 1.0
+            size, files = folder_usage(self.area, self.base[1] + self.max_files)
+            full = size > self.base[0] + self.disk_mb * _MB or files > self.base[1] + self.max_files
+        if full:
+            return (f"disk limit: more than {self.disk_mb} MB or {self.max_files} files written "
+                    f"in the work folder by all processes together{killed}")
+        return ""
+
+
+def _wait(proc, uid: int | None, timeout: float, max_output_bytes: int, totals: _Totals):
+    """Wait for ``proc`` within ``timeout``, the output cap and the totals; kill all it left
+    behind.
+
+    Returns (stdout, stderr, timed out, flooded, the total gone past or "").
     """
     stdout, stderr = bytearray(), bytearray()
     state = {"lock": threading.Lock(), "total": 0, "flooded": False}
@@ -410,13 +466,20 @@ def _wait(proc, uid: int | None, timeout: float, max_output_bytes: int):
                for s, b in ((proc.stdout, stdout), (proc.stderr, stderr))]
     for t in threads:
         t.start()
-    timed_out = False
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        kill()
-        proc.wait()
+    timed_out, over = False, ""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            proc.wait(timeout=max(0.0, min(0.1, deadline - time.monotonic())))
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        timed_out = time.monotonic() >= deadline
+        over = "" if timed_out else totals.over()
+        if timed_out or over:
+            kill()
+            proc.wait()
+            break
     if uid is not None:
         _kill_uid(uid)
     else:
@@ -424,6 +487,8 @@ def _wait(proc, uid: int | None, timeout: float, max_output_bytes: int):
             os.killpg(proc.pid, signal.SIGKILL)
         except OSError:
             pass
+    if not (timed_out or over or state["flooded"]):  # it may have ended on hitting one
+        over = totals.over(final=True)
     for t in threads:
         t.join(timeout=5)
     for s in (proc.stdout, proc.stderr):
@@ -431,39 +496,130 @@ def _wait(proc, uid: int | None, timeout: float, max_output_bytes: int):
             s.close()
         except OSError:
             pass
-    return stdout, stderr, timed_out, state["flooded"]
+    return stdout, stderr, timed_out, state["flooded"], over
+
+
+def _entries(folder: Path):
+    """(relative path, lstat) of everything under ``folder``, parents first (no recursion: a
+    student's tree may be thousands of levels deep)."""
+    stack = [Path()]
+    while stack:
+        rel = stack.pop()
+        try:
+            with os.scandir(folder / rel) as found:
+                names = [e.name for e in found]
+        except OSError:
+            continue
+        for name in names:
+            try:
+                st = os.lstat(folder / rel / name)
+            except OSError:
+                continue
+            yield rel / name, st
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(rel / name)
+
+
+def _keep_only(folder: Path, keep) -> None:
+    """Remove everything in ``folder`` but the paths ``keep`` (relative to it)."""
+    wanted = {Path(k) for k in keep}
+    above = {parent for k in wanted for parent in k.parents}
+    stack = [Path()]
+    while stack:
+        rel = stack.pop()
+        try:
+            names = os.listdir(folder / rel)
+        except OSError:
+            continue
+        for name in names:
+            path = folder / rel / name
+            if rel / name in wanted:
+                continue
+            if rel / name in above and path.is_dir() and not path.is_symlink():
+                stack.append(rel / name)
+            elif path.is_dir() and not path.is_symlink():
+                _remove_tree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def _remove_tree(folder: Path) -> None:
+    """``shutil.rmtree`` without recursion: deepest folders first."""
+    folders = [folder]
+    for rel, st in _entries(folder):
+        if stat.S_ISDIR(st.st_mode):
+            folders.append(folder / rel)
+        else:
+            (folder / rel).unlink(missing_ok=True)
+    for path in reversed(folders):
+        try:
+            path.rmdir()
+        except OSError:
+            pass
+
+
+def _copy_back(area: Path, workdir: Path) -> None:
+    """Replace what ``workdir`` holds with the folders and regular files of ``area``."""
+    _keep_only(workdir, ())
+    for rel, st in _entries(area):
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                (workdir / rel).mkdir()
+            elif stat.S_ISREG(st.st_mode):
+                shutil.copy2(area / rel, workdir / rel, follow_symlinks=False)
+        except OSError:  # a name too long for a path of the disk: that output is lost
+            pass
 
 
 def _run(argv, *, workdir: Path, timeout: float, memory_mb: int, max_procs: int,
-         max_output_bytes: int, cpu_seconds: int | None, file_mb: int, env: dict | None,
+         max_output_bytes: int, cpu_seconds: int | None, cpu_total_seconds: float | None,
+         file_mb: int, disk_mb: int, max_files: int, keep, env: dict | None,
          isolate: bool, readable) -> SandboxResult:
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     cpu = int(cpu_seconds if cpu_seconds is not None else max(10, timeout + 10))
     owner = (os.getuid(), os.getgid())
-    cmd, pass_fds, uid = ([str(a) for a in argv], [], None)
-    if isolate:
-        cmd, pass_fds, uid = _isolated_command(argv, workdir, readable)
-    cgroups = make_cgroups(memory_mb, max_procs) if isolate else []
-    start = time.monotonic()
+    base = folder_usage(workdir, 1 << 30)  # the caller's own files: not the command's
+    area = mount_area(base[0] + disk_mb * _MB, base[1] + max_files + 1) if isolate else None
     try:
-        proc = subprocess.Popen(
-            cmd, cwd=workdir, env=_clean_env(workdir, env), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-            pass_fds=pass_fds,
-            preexec_fn=rlimits(memory_mb, cpu, max_procs if isolate else 0, file_mb,
-                               tuple(cgroups)))
+        if area is not None:
+            _copy_back(workdir, area)
+        writable = area or workdir
+        cmd, pass_fds, uid = ([str(a) for a in argv], [], None)
+        if isolate:
+            cmd, pass_fds, uid = _isolated_command(argv, workdir, writable, readable)
+        cpu_group = cpu_cgroup() if isolate else None
+        cgroups = (make_cgroups(memory_mb, max_procs) if isolate else []) + (
+            [cpu_group] if cpu_group else [])
+        totals = _Totals(cpu_group, float(cpu_total_seconds or cpu), writable, area is not None,
+                         disk_mb, max_files, base)
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                cmd, cwd=workdir, env=_clean_env(workdir, env), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                pass_fds=pass_fds,
+                preexec_fn=rlimits(memory_mb, cpu, max_procs if isolate else 0, file_mb,
+                                   tuple(cgroups)))
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
+        try:
+            stdout, stderr, timed_out, flooded, over = _wait(proc, uid, timeout,
+                                                             max_output_bytes, totals)
+        finally:
+            remove_cgroups(cgroups)
+        seconds = time.monotonic() - start
+        _reclaim(writable, *owner)  # links and special files out; ownership back to the caller
+        if keep is not None:
+            _keep_only(writable, keep)
+        if area is not None:
+            _copy_back(area, workdir)
     finally:
-        for fd in pass_fds:
-            os.close(fd)
-    try:
-        stdout, stderr, timed_out, flooded = _wait(proc, uid, timeout, max_output_bytes)
-    finally:
-        remove_cgroups(cgroups)
-    seconds = time.monotonic() - start
-    _reclaim(workdir, *owner)  # links and special files out; ownership back to the caller
+        if area is not None:
+            unmount_area(area)
     reason = _stop_reason(proc.returncode, timed_out, flooded, isolate, timeout,
-                          max_output_bytes)
+                          max_output_bytes, over)
     return SandboxResult(proc.returncode, stdout.decode("utf-8", "replace"),
                          stderr.decode("utf-8", "replace"), timed_out, reason, seconds)
 
@@ -471,7 +627,8 @@ def _run(argv, *, workdir: Path, timeout: float, memory_mb: int, max_procs: int,
 def run_sandboxed(argv, *, workdir, timeout: float, memory_mb: int = 4096, max_procs: int = 512,
                   max_output_bytes: int = 8 * _MB, env: dict | None = None, isolate: bool = True,
                   readable=(), cpu_seconds: int | None = None,
-                  file_mb: int = 256) -> SandboxResult:
+                  cpu_total_seconds: float | None = None, file_mb: int = 256,
+                  disk_mb: int = 512, max_files: int = 10_000, keep=None) -> SandboxResult:
     """Run ``argv`` with ``workdir`` as its only writable folder and return a SandboxResult.
 
     Parameters
@@ -486,7 +643,12 @@ def run_sandboxed(argv, *, workdir, timeout: float, memory_mb: int = 4096, max_p
     isolate : False runs without namespaces (only with the instructor's explicit consent).
     readable : extra paths made visible read-only at the same place.
     cpu_seconds : CPU-time limit per process (default: timeout + 10).
+    cpu_total_seconds : CPU time of all processes together (default: as ``cpu_seconds``), where
+        the grader may create a cgroup.
     file_mb : largest file a process may write (RLIMIT_FSIZE).
+    disk_mb, max_files : what all processes together may add to ``workdir``.
+    keep : paths (relative to ``workdir``) of the outputs the caller reads; after the run
+        ``workdir`` holds only these. None keeps all the command left.
 
     Raises SandboxUnavailableError when ``isolate`` is True and isolation does not work here.
     """
@@ -498,4 +660,5 @@ def run_sandboxed(argv, *, workdir, timeout: float, memory_mb: int = 4096, max_p
                 "grade with --no-isolation if you trust every submission.")
     return _run(argv, workdir=Path(workdir), timeout=timeout, memory_mb=memory_mb,
                 max_procs=max_procs, max_output_bytes=max_output_bytes, cpu_seconds=cpu_seconds,
-                file_mb=file_mb, env=env, isolate=isolate, readable=readable)
+                cpu_total_seconds=cpu_total_seconds, file_mb=file_mb, disk_mb=disk_mb,
+                max_files=max_files, keep=keep, env=env, isolate=isolate, readable=readable)

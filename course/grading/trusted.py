@@ -163,7 +163,7 @@ def trusted_grade(exercise: GradedExercise, notebook_path, workdir, *, timeout: 
     _write_plan(base, exercise, plan, source, probe_seconds, exec_seconds)
     result = run_sandboxed([sys.executable, "-I", "-B", str(HARNESS), "plan.json"],
                            workdir=base, timeout=timeout, memory_mb=memory_mb,
-                           max_output_bytes=64 * 1024, isolate=isolate)
+                           max_output_bytes=64 * 1024, isolate=isolate, keep=["results"])
     reason = result.reason or ("" if result.returncode == 0 else
                                f"the harness exited with status {result.returncode}")
     return _read_results(base, exercise, checks, reason)
