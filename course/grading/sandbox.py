@@ -558,17 +558,26 @@ def _remove_tree(folder: Path) -> None:
             pass
 
 
-def _copy_back(area: Path, workdir: Path) -> None:
-    """Replace what ``workdir`` holds with the folders and regular files of ``area``."""
+def _copy_back(area: Path, workdir: Path, keep=None) -> None:
+    """Replace what ``workdir`` holds with the folders and regular files of ``area`` (only the
+    paths ``keep``, relative to it, when given)."""
     _keep_only(workdir, ())
-    for rel, st in _entries(area):
+    for top in [""] if keep is None else keep:
         try:
-            if stat.S_ISDIR(st.st_mode):
-                (workdir / rel).mkdir()
-            elif stat.S_ISREG(st.st_mode):
-                shutil.copy2(area / rel, workdir / rel, follow_symlinks=False)
-        except OSError:  # a name too long for a path of the disk: that output is lost
-            pass
+            found = [(Path(top), os.lstat(area / top))] if top else []
+        except OSError:  # an output the command did not write
+            continue
+        if not found or stat.S_ISDIR(found[0][1].st_mode):
+            found += [(Path(top) / rel, st) for rel, st in _entries(area / top)]
+        for rel, st in found:
+            try:
+                if stat.S_ISDIR(st.st_mode):
+                    (workdir / rel).mkdir(parents=True, exist_ok=True)
+                elif stat.S_ISREG(st.st_mode):
+                    (workdir / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(area / rel, workdir / rel, follow_symlinks=False)
+            except OSError:  # a name too long for a path of the disk: that output is lost
+                pass
 
 
 def _run(argv, *, workdir: Path, timeout: float, memory_mb: int, max_procs: int,
@@ -611,10 +620,10 @@ def _run(argv, *, workdir: Path, timeout: float, memory_mb: int, max_procs: int,
             remove_cgroups(cgroups)
         seconds = time.monotonic() - start
         _reclaim(writable, *owner)  # links and special files out; ownership back to the caller
-        if keep is not None:
-            _keep_only(writable, keep)
-        if area is not None:
-            _copy_back(area, workdir)
+        if area is not None:  # the rest goes with the tmpfs
+            _copy_back(area, workdir, keep)
+        elif keep is not None:
+            _keep_only(workdir, keep)
     finally:
         if area is not None:
             unmount_area(area)
