@@ -305,31 +305,102 @@ def _kill_uid(uid: int, deadline: float = 5.0) -> None:
         time.sleep(0.02)
 
 
+def _entries(folder: Path):
+    """(relative path, lstat) of everything under ``folder``, parents first (no recursion: a
+    student's tree may be thousands of levels deep)."""
+    stack = [Path()]
+    while stack:
+        rel = stack.pop()
+        try:
+            with os.scandir(folder / rel) as found:
+                names = [e.name for e in found]
+        except OSError:
+            continue
+        for name in names:
+            try:
+                st = os.lstat(folder / rel / name)
+            except OSError:
+                continue
+            yield rel / name, st
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(rel / name)
+
+
+def _keep_only(folder: Path, keep) -> None:
+    """Remove everything in ``folder`` but the paths ``keep`` (relative to it)."""
+    wanted = {Path(k) for k in keep}
+    above = {parent for k in wanted for parent in k.parents}
+    stack = [Path()]
+    while stack:
+        rel = stack.pop()
+        try:
+            names = os.listdir(folder / rel)
+        except OSError:
+            continue
+        for name in names:
+            path = folder / rel / name
+            if rel / name in wanted:
+                continue
+            if rel / name in above and path.is_dir() and not path.is_symlink():
+                stack.append(rel / name)
+            elif path.is_dir() and not path.is_symlink():
+                _remove_tree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def _remove_tree(folder: Path) -> None:
+    """``shutil.rmtree`` without recursion: deepest folders first."""
+    folders = [folder]
+    for rel, st in _entries(folder):
+        if stat.S_ISDIR(st.st_mode):
+            folders.append(folder / rel)
+        else:
+            (folder / rel).unlink(missing_ok=True)
+    for path in reversed(folders):
+        try:
+            path.rmdir()
+        except OSError:
+            pass
+
+
+def _copy_back(area: Path, workdir: Path, keep=None) -> None:
+    """Replace what ``workdir`` holds with the folders and regular files of ``area`` (only the
+    paths ``keep``, relative to it, when given)."""
+    _keep_only(workdir, ())
+    for top in [""] if keep is None else keep:
+        try:
+            found = [(Path(top), os.lstat(area / top))] if top else []
+        except OSError:  # an output the command did not write
+            continue
+        if not found or stat.S_ISDIR(found[0][1].st_mode):
+            found += [(Path(top) / rel, st) for rel, st in _entries(area / top)]
+        for rel, st in found:
+            try:
+                if stat.S_ISDIR(st.st_mode):
+                    (workdir / rel).mkdir(parents=True, exist_ok=True)
+                elif stat.S_ISREG(st.st_mode):
+                    (workdir / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(area / rel, workdir / rel, follow_symlinks=False)
+            except OSError:  # a name too long for a path of the disk: that output is lost
+                pass
+
+
 def _reclaim(workdir: Path, uid: int, gid: int) -> None:
     """Give workdir back: drop links/special files the command left, restore ownership."""
-    for dirpath, dirnames, filenames in os.walk(workdir, topdown=True, followlinks=False):
-        for name in list(dirnames) + filenames:
-            path = os.path.join(dirpath, name)
-            try:
-                st = os.lstat(path)
-            except OSError:
-                continue
+    for rel, st in _entries(workdir):  # parents first: a folder is opened up before it is read
+        path = workdir / rel
+        try:
             if stat.S_ISLNK(st.st_mode) or not (stat.S_ISREG(st.st_mode)
                                                 or stat.S_ISDIR(st.st_mode)):
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-                if name in dirnames:
-                    dirnames.remove(name)
+                os.unlink(path)
                 continue
-            try:
-                os.lchown(path, uid, gid)
-                os.chmod(path, stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID)
-                         | stat.S_IRUSR | stat.S_IWUSR | (stat.S_IXUSR if stat.S_ISDIR(st.st_mode)
-                                                           else 0))
-            except OSError:
-                pass
+            os.lchown(path, uid, gid)
+            os.chmod(path, stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID)
+                     | stat.S_IRUSR | stat.S_IWUSR | (stat.S_IXUSR if stat.S_ISDIR(st.st_mode)
+                                                       else 0))
+        except OSError:
+            pass
     try:
         os.lchown(workdir, uid, gid)
     except OSError:
@@ -497,87 +568,6 @@ def _wait(proc, uid: int | None, timeout: float, max_output_bytes: int, totals: 
         except OSError:
             pass
     return stdout, stderr, timed_out, state["flooded"], over
-
-
-def _entries(folder: Path):
-    """(relative path, lstat) of everything under ``folder``, parents first (no recursion: a
-    student's tree may be thousands of levels deep)."""
-    stack = [Path()]
-    while stack:
-        rel = stack.pop()
-        try:
-            with os.scandir(folder / rel) as found:
-                names = [e.name for e in found]
-        except OSError:
-            continue
-        for name in names:
-            try:
-                st = os.lstat(folder / rel / name)
-            except OSError:
-                continue
-            yield rel / name, st
-            if stat.S_ISDIR(st.st_mode):
-                stack.append(rel / name)
-
-
-def _keep_only(folder: Path, keep) -> None:
-    """Remove everything in ``folder`` but the paths ``keep`` (relative to it)."""
-    wanted = {Path(k) for k in keep}
-    above = {parent for k in wanted for parent in k.parents}
-    stack = [Path()]
-    while stack:
-        rel = stack.pop()
-        try:
-            names = os.listdir(folder / rel)
-        except OSError:
-            continue
-        for name in names:
-            path = folder / rel / name
-            if rel / name in wanted:
-                continue
-            if rel / name in above and path.is_dir() and not path.is_symlink():
-                stack.append(rel / name)
-            elif path.is_dir() and not path.is_symlink():
-                _remove_tree(path)
-            else:
-                path.unlink(missing_ok=True)
-
-
-def _remove_tree(folder: Path) -> None:
-    """``shutil.rmtree`` without recursion: deepest folders first."""
-    folders = [folder]
-    for rel, st in _entries(folder):
-        if stat.S_ISDIR(st.st_mode):
-            folders.append(folder / rel)
-        else:
-            (folder / rel).unlink(missing_ok=True)
-    for path in reversed(folders):
-        try:
-            path.rmdir()
-        except OSError:
-            pass
-
-
-def _copy_back(area: Path, workdir: Path, keep=None) -> None:
-    """Replace what ``workdir`` holds with the folders and regular files of ``area`` (only the
-    paths ``keep``, relative to it, when given)."""
-    _keep_only(workdir, ())
-    for top in [""] if keep is None else keep:
-        try:
-            found = [(Path(top), os.lstat(area / top))] if top else []
-        except OSError:  # an output the command did not write
-            continue
-        if not found or stat.S_ISDIR(found[0][1].st_mode):
-            found += [(Path(top) / rel, st) for rel, st in _entries(area / top)]
-        for rel, st in found:
-            try:
-                if stat.S_ISDIR(st.st_mode):
-                    (workdir / rel).mkdir(parents=True, exist_ok=True)
-                elif stat.S_ISREG(st.st_mode):
-                    (workdir / rel).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(area / rel, workdir / rel, follow_symlinks=False)
-            except OSError:  # a name too long for a path of the disk: that output is lost
-                pass
 
 
 def _run(argv, *, workdir: Path, timeout: float, memory_mb: int, max_procs: int,
