@@ -266,3 +266,20 @@ def test_class_9_nothing_large_is_left_after_grading(tmp_path):
     assert f"nbgrader: no result ({limit})" in filler.reason
     assert all(c["message"].endswith(f" is missing ({limit})") for c in filler.cells.values())
     assert not (tmp_path / "out" / "work" / "filler" / "nbgrader" / "f1").exists()
+
+
+def test_class_9_an_area_left_mounted_by_a_killed_grader_is_removed(tmpfs_here):
+    """A grader killed with -9 leaves its tmpfs mounted; the next one unmounts it."""
+    if not tmpfs_here:
+        pytest.skip("the grader may not mount a tmpfs here: the work folder is measured")
+    stale = limits.AREA_ROOT / "course-sandbox-999999999-1"  # above any pid_max: a dead grader
+    stale.mkdir()
+    assert limits._libc().mount(b"course-sandbox", str(stale).encode(), b"tmpfs", 0,
+                                b"size=1m") == 0
+    assert os.path.ismount(stale)
+    fresh = limits.mount_area(1 << 20, 10)
+    try:
+        assert os.path.ismount(fresh) and not stale.exists()
+    finally:
+        limits.unmount_area(fresh)
+    assert not fresh.exists()
