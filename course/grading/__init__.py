@@ -9,7 +9,7 @@
 - ``harness``: runs in the sandbox (``python -I``, never imports ``course``): the probes.
 - ``trusted``: score one notebook outside the student's process.
 - ``sandbox``: run student code isolated (namespaces, timeouts, output cap); ``limits``: its
-  per-process rlimits and per-student totals (cgroups).
+  per-process rlimits and per-student totals (cgroups; a tmpfs for the work folder).
 - ``nbgrader_step`` (+ ``nbgrader_worker``, its sandbox side): nbgrader's autograde and feedback.
 - ``feedback``: the feedback pages, sanitised, with the recorded score.
 - ``results``: results.jsonl and grades.csv.
