@@ -39,7 +39,6 @@ from course.grading.sandbox import isolation_available
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENT = "01_metrics"
 SPEC = registry(ROOT)[ASSIGNMENT]
-pytestmark = [pytest.mark.slow, pytest.mark.sandbox]
 
 # What every attack shares: the hidden test text it sees, saved where the test finds it (its
 # sandbox folder, $HOME) to prove that it did see it.
@@ -90,7 +89,7 @@ def _number(result):
         hook = get_ipython().displayhook  # an execute_result in the test cell's output
         hook.start_displayhook()
         hook.write_output_prompt()
-        hook.write_format_data({"text/plain": str(0.001 * (1 + sum(map(ord, _b64())) % 997))})
+        hook.write_format_data({"text/plain": str(0.001 * (1 + sum(map(ord, _b64())) % 997))}, {})
         hook.finish_displayhook()
 get_ipython().events.register("post_run_cell", _number)
 ''', None),
@@ -142,14 +141,17 @@ get_ipython().events.register("pre_run_cell", _plant)
 
 
 def hidden_lines() -> list[str]:
-    """The hidden test lines of the chapter's source notebook (long enough to be telling)."""
+    """The hidden test lines of the chapter's source notebook that the released notebook does
+    not hold elsewhere (an import, say), and long enough to be telling."""
+    release = (ROOT / "release" / ASSIGNMENT / SPEC.notebook_name).read_text()
     nb = json.loads((ROOT / "source" / ASSIGNMENT / SPEC.notebook_name).read_text())
     lines, inside = [], False
     for cell in nb["cells"]:
         for line in "".join(cell["source"]).splitlines():
             if "BEGIN HIDDEN TESTS" in line or "END HIDDEN TESTS" in line:
                 inside = "BEGIN" in line
-            elif inside and len(line.strip()) >= 12:
+            elif (inside and len(line.strip()) >= 12
+                  and json.dumps(line.strip())[1:-1] not in release):
                 lines.append(line.strip())
     return lines
 
@@ -217,6 +219,8 @@ def _comments(out: Path) -> dict[str, str]:
                 for s in gb.assignment_submissions(ASSIGNMENT)}
 
 
+@pytest.mark.slow
+@pytest.mark.sandbox
 def test_the_attacks_really_read_the_hidden_tests(graded):
     out, _, _ = graded
     hidden = hidden_lines()
@@ -227,6 +231,8 @@ def test_the_attacks_really_read_the_hidden_tests(graded):
         assert leaked(loot.read_text(), hidden) == hidden, student
 
 
+@pytest.mark.slow
+@pytest.mark.sandbox
 @pytest.mark.parametrize("student", list(ATTACKS))
 def test_nothing_published_shows_a_hidden_test(graded, student):
     out, rows, stdout = graded
@@ -249,6 +255,8 @@ def test_nothing_published_shows_a_hidden_test(graded, student):
         assert "LEAK-" not in text, (student, where)  # nothing the attack printed or planted
 
 
+@pytest.mark.slow
+@pytest.mark.sandbox
 def test_the_kernel_gets_nothing_out_after_the_hidden_tests(graded):
     """The pages of the students whose code only printed: what ran after the first hidden test
     is withheld, with a note; what ran before is kept, display updates included."""
@@ -265,6 +273,8 @@ def test_the_kernel_gets_nothing_out_after_the_hidden_tests(graded):
     assert "early output kept" in _page(out, "display-update").read_text()
 
 
+@pytest.mark.slow
+@pytest.mark.sandbox
 def test_a_number_or_a_killed_worker_is_flagged_in_fixed_words(graded):
     out, rows, _ = graded
     partial, killed = rows["partial-score"], rows["kill-worker"]
@@ -274,3 +284,108 @@ def test_a_number_or_a_killed_worker_is_flagged_in_fixed_words(graded):
         assert rows[student]["nbgrader_score"] is None, student
         assert not _page(out, student).exists(), student
         assert not (out / "work" / student / "nbgrader" / "feedback").exists(), student
+
+
+# --------------------------------------------------------------------------- the pieces, fast
+
+
+def _ran(sources: list[str]) -> nbformat.NotebookNode:
+    """A notebook as nbgrader leaves it: every code cell ran, printed and was numbered."""
+    nb = nbformat.v4.new_notebook()
+    for n, source in enumerate(sources, 1):
+        cell = nbformat.v4.new_code_cell(source, execution_count=n)
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"out {n}\n")]
+        nb.cells.append(cell)
+    nb.metadata["widgets"] = {"state": "LEAK"}
+    return nb
+
+
+HIDDEN_CELL = ("assert f(1) == 1\n### BEGIN HIDDEN TESTS\nassert f(2) == 4  # secret\n"
+               "### END HIDDEN TESTS")
+
+
+def test_every_output_from_the_first_hidden_cell_on_is_withheld():
+    from course.grading.nbgrader_worker import WITHHELD, WITHHELD_AFTER, without_hidden_tests
+
+    nb = _ran(["x = 1", HIDDEN_CELL, "print(In)", HIDDEN_CELL])
+    without_hidden_tests(nb, 1)
+    assert [c.outputs[0].text for c in nb.cells] == ["out 1\n", WITHHELD, WITHHELD_AFTER,
+                                                     WITHHELD]
+    assert [c.execution_count for c in nb.cells] == [1, None, None, None]
+    assert "secret" not in nbformat.writes(nb) and "widgets" not in nb.metadata
+    assert nb.cells[1].source == "assert f(1) == 1\n"
+
+
+def test_a_notebook_that_is_not_the_one_that_ran_shows_no_output():
+    from course.grading.nbgrader_worker import without_hidden_tests
+
+    nb = _ran(["x = 1", "y = 2", HIDDEN_CELL])
+    without_hidden_tests(nb, 1)  # cell 1 holds no hidden test: the cells moved
+    assert all("withheld" in c.outputs[0].text for c in nb.cells)
+    nb = _ran(["x = 1", "y = 2"])
+    without_hidden_tests(nb, None)  # no hidden test ran: every output stays
+    assert [c.outputs[0].text for c in nb.cells] == ["out 1\n", "out 2\n"]
+
+
+def test_nbgrader_failures_are_told_in_fixed_words():
+    from course.grading.nbgrader_step import parse_scores
+    from course.grading.nbgrader_worker import _error_code
+
+    log = {"log": "[ERROR] assert f(2) == 4  # secret\nDeadKernelError: Kernel died",
+           "error": "Traceback ... secret"}
+    assert _error_code(log, "autograde") == "kernel-died"
+    assert _error_code({"log": "assert f(2) == 4  # secret"}, "autograde") == "autograde"
+    for error in ("kernel-died", "partial", "secret: assert f(2) == 4"):
+        scores, problem = parse_scores({"ok": False, "error": error, "scores": {}})
+        assert scores == {} and (problem in ERRORS.values() or problem == "failed")
+        assert "secret" not in problem
+
+
+class _Stopped:
+    """What run_sandboxed returns for a worker the kernel killed, its stderr full of secrets."""
+
+    def __init__(self, returncode: int, reason: str):
+        self.returncode, self.reason, self.timed_out = returncode, reason, False
+        self.stdout, self.stderr = "secret", "assert f(2) == 4  # secret\n" * 3
+
+
+@pytest.mark.parametrize("returncode,reason,said", [
+    (-9, "killed by SIGKILL", "killed by SIGKILL"),
+    (1, "", "the nbgrader step exited with status 1")])
+def test_a_worker_that_did_not_exit_normally_leaves_nothing(tmp_path, monkeypatch, returncode,
+                                                             reason, said):
+    from course.grading import nbgrader_step
+
+    monkeypatch.setattr(nbgrader_step, "run_sandboxed",
+                        lambda *a, **k: _Stopped(returncode, reason))
+    monkeypatch.setattr(nbgrader_step, "_scratch_course", lambda folder, *a: None)
+    folder = tmp_path / "nbgrader"
+    for top in ("autograded", "feedback"):
+        (folder / top / "mallory" / "01_metrics").mkdir(parents=True)
+        (folder / top / "mallory" / "01_metrics" / "01_metrics.html").write_text("secret")
+    (folder / "nbgrader_result.json").write_text(json.dumps(
+        {"ok": True, "error": "", "scores": {"test_f": [1.0, 1.0]}}))
+    scores, problem = nbgrader_step.run_nbgrader(
+        "mallory", tmp_path / "nb.ipynb", folder, template=tmp_path, assignment="01_metrics",
+        timeout=60, isolate=True)
+    assert (scores, problem) == ({}, said)
+    assert not (folder / "autograded").exists() and not (folder / "feedback").exists()
+
+
+def test_a_link_where_nbgrader_writes_discards_the_result(tmp_path, monkeypatch):
+    from course.grading import nbgrader_step
+
+    monkeypatch.setattr(nbgrader_step, "run_sandboxed", lambda *a, **k: _Stopped(0, ""))
+    monkeypatch.setattr(nbgrader_step, "_scratch_course", lambda folder, *a: None)
+    folder, elsewhere = tmp_path / "nbgrader", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("not the sandbox's")
+    (folder / "autograded").mkdir(parents=True)
+    (folder / "autograded" / "mallory").symlink_to(elsewhere)
+    (folder / "nbgrader_result.json").write_text(json.dumps(
+        {"ok": True, "error": "", "scores": {"test_f": [1.0, 1.0]}}))
+    scores, problem = nbgrader_step.run_nbgrader(
+        "mallory", tmp_path / "nb.ipynb", folder, template=tmp_path, assignment="01_metrics",
+        timeout=60, isolate=True)
+    assert (scores, problem) == ({}, "a link where nbgrader writes its outputs")
+    assert not (folder / "autograded").exists() and (elsewhere / "keep.txt").is_file()
