@@ -228,7 +228,11 @@ def test_the_attacks_really_read_the_hidden_tests(graded):
     for student in ATTACKS:
         loot = out / "work" / student / "nbgrader" / "loot.txt"
         assert loot.is_file(), student
-        assert leaked(loot.read_text(), hidden) == hidden, student
+        seen = leaked(loot.read_text(), hidden)
+        if student == "kill-worker":  # it stopped everything at the first hidden test cell
+            assert seen and seen == hidden[:len(seen)], student
+        else:
+            assert seen == hidden, student
 
 
 @pytest.mark.slow
