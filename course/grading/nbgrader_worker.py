@@ -51,7 +51,8 @@ ERRORS = {  # the worker's only error codes; ``course grade`` shows these words,
     "cell-timeout": "a cell ran past its time limit",
     "schema": "the notebook's nbgrader metadata has a version nbgrader does not know",
     "notebook": "nbgrader could not read the notebook",
-    "partial": "a test cell's output was a number (nbgrader's partial credit); refused",
+    "partial": ("nbgrader scored a test cell neither 0 nor its points (a number in its output, "
+                "or a changed gradebook); refused"),
     "autograde": "nbgrader's autograde failed",
     "feedback": "nbgrader's feedback step failed",
 }
@@ -216,8 +217,9 @@ def _scores(course_dir: Path, assignment: str, student: str, course_id: str) -> 
 
 
 def _all_or_nothing(scores: dict) -> bool:
-    """Every test cell got 0 or its points: a partial score comes from a number the kernel
-    put in a test cell's output, which these tests never do (and would carry any value)."""
+    """Every test cell got 0 or its points. Anything else comes from the student's code (a
+    number in a test cell's output: nbgrader's partial credit, which these tests never use, or
+    a score written into the gradebook) and could carry any value."""
     return all(score in (0, max_score) for score, max_score in scores.values())
 
 
