@@ -443,7 +443,7 @@ def test_class_15_the_secret_is_out_of_the_sandboxs_reach(tmp_path, monkeypatch)
 
 
 READER = '''
-import glob, sqlite3
+import glob, os, sqlite3
 found = []
 for path in glob.glob("**/gradebook.db*", recursive=True) + glob.glob("/**/gradebook.db"):
     try:
@@ -453,6 +453,8 @@ for path in glob.glob("**/gradebook.db*", recursive=True) + glob.glob("/**/grade
 for path in glob.glob("**/autograded/**/*.ipynb", recursive=True):
     found.append(open(path).read())
 print("LOOT", len(found), "\\n".join(found))
+with open(os.path.join(os.environ["HOME"], "loot.txt"), "w") as fh:  # a late cell's output is
+    fh.write(f"LOOT {len(found)}")  # withheld from the page: the test reads this instead
 '''
 
 PLANTER = '''
@@ -533,7 +535,8 @@ def test_class_6_student_code_finds_no_gradebook_or_graded_copy(hostile_batch, s
     out, rows = hostile_batch
     assert (rows[student].score, rows[student].flagged) == (rows["honest"].score, False)
     page = (out / "feedback" / student / "01_metrics" / "01_metrics.html").read_text()
-    assert "LOOT 0" in page
+    assert ("LOOT 0" in page) == (student == "reader")  # reader-late ran after hidden tests
+    assert (out / "work" / student / "nbgrader" / "loot.txt").read_text() == "LOOT 0"
 
 
 @pytest.mark.slow

@@ -7,6 +7,12 @@ per-cell scores strictly (the worker's output is as untrusted as the student's c
 While the student's code runs, the worker keeps the gradebook and nbgrader's copy of the notebook
 with the hidden tests off the disk, and it kills what the code left running before it writes the
 feedback page (see ``nbgrader_worker``).
+
+The student's code may have read the hidden tests (nbgrader's kernel runs them), so nothing the
+sandbox produced becomes a reason: the worker's result counts only after a normal exit, its
+error is one of ``nbgrader_worker.ERRORS``, and a failed step says why in words made here (the
+sandbox's stderr is never quoted). After a failure the step's autograded/ and feedback/ folders
+are removed, so nothing left there reaches the feedback or the gradebook.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ import json
 import math
 import os
 import shutil
+import stat
 import sys
 from pathlib import Path
 
-from course.grading.nbgrader_worker import RESULT
+from course.grading.nbgrader_worker import ERRORS, RESULT
 from course.grading.sandbox import run_sandboxed
 
 __all__ = ["run_nbgrader", "parse_scores", "NBGRADER_MEMORY_MB"]
@@ -83,21 +90,55 @@ def run_nbgrader(student: str, notebook: Path, folder: Path, *, template: Path,
         workdir=folder, timeout=timeout, env=_sandbox_env(folder), isolate=isolate,
         memory_mb=NBGRADER_MEMORY_MB, readable=[p for p in ("/etc/fonts",) if Path(p).is_dir()],
         keep=_outputs(student, assignment, notebook.name))
+    scores, problem = _read_result(folder, result, timeout)
+    if not problem and not all(_plain_dirs(folder, top, student, assignment)
+                               for top in ("autograded", "feedback")):
+        problem = "a link where nbgrader writes its outputs"
+    if problem:
+        for top in ("autograded", "feedback"):
+            _remove(folder / top)
+        return {}, problem
+    return scores, ""
+
+
+def _read_result(folder: Path, result, timeout: float) -> tuple[dict[str, float], str]:
+    """The worker's scores, or why there are none, in words made here (the sandbox's stderr
+    and nbgrader's log can quote the kernel, which may have read the hidden tests)."""
     if result.timed_out:
         return {}, f"timed out after {timeout:g} s"
+    if result.returncode != 0 or result.reason:  # what it left is not the worker's own
+        return {}, result.reason or f"the nbgrader step exited with status {result.returncode}"
     try:
         out = json.loads((folder / RESULT).read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
-        tail = (result.reason or _tail(result.stderr) or f"exit status {result.returncode}")
-        return {}, f"no result ({tail})"
+        return {}, "no result"
     return parse_scores(out)
 
 
-def _tail(text) -> str:
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    lines = [line for line in (text or "").splitlines() if line.strip()]
-    return lines[-1][:200] if lines else ""
+def _plain_dirs(folder: Path, *parts: str) -> bool:
+    """Whether each of folder/parts[0], folder/parts[0]/parts[1], ... is a directory, not a link
+    (or is absent): a link planted in the sandbox would point this process elsewhere."""
+    path = folder
+    for part in parts:
+        path = path / part
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return True
+        if not stat.S_ISDIR(mode):
+            return False
+    return True
+
+
+def _remove(path: Path) -> None:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def parse_scores(out) -> tuple[dict[str, float], str]:
@@ -106,7 +147,7 @@ def parse_scores(out) -> tuple[dict[str, float], str]:
             and isinstance(out.get("error"), str)):
         return {}, "malformed result"
     if out["error"] or out.get("ok") is not True:
-        return {}, out["error"][:300] or "failed"
+        return {}, ERRORS.get(out["error"], "failed")
     scores = {}
     for gid, value in out["scores"].items():
         ok = (isinstance(gid, str) and isinstance(value, list) and len(value) == 2

@@ -6,33 +6,61 @@ submitted/STUDENT/ASSIGNMENT/*.ipynb. It runs ``autograde`` then ``generate_feed
 writes nbgrader's per-cell scores to ``nbgrader_result.json``:
 ``{"ok": bool, "error": str, "scores": {grade_id: [score, max_score]}}``.
 
-The student's code runs in nbgrader's kernel, a child of this process. While it runs, the files
-that hold the hidden tests are not on disk: just before the kernel starts, the gradebook is read
-into memory and removed, with nbgrader's sanitised copy of the notebook; this process is made
-non-dumpable, so the kernel cannot read its memory either. Right after the notebook ran (the
-kernel is shut down), every other process of the sandbox is killed (``--isolated``: a pid
-namespace of its own), then the gradebook is put back and nbgrader saves the scores. The
-feedback page is written with nothing of the student's left running: hidden test regions are
-cut from the test cells, the outputs of the cells that ran hidden tests are withheld, and any
-line of hidden test text found in another output is replaced.
+The student's code runs in nbgrader's kernel, a child of this process. Until the first cell
+with hidden tests runs, the files that hold them are not on disk: just before the kernel
+starts, the gradebook is read into memory and removed, with nbgrader's sanitised copy of the
+notebook; this process is made non-dumpable, so the kernel cannot read its memory either.
 
-Everything this process writes is still untrusted (the kernel could change files in this folder
-while it ran): ``course grade`` only uses it for feedback and to flag disagreements with the
-trusted scores.
+From the first hidden-test cell on, the kernel holds hidden test text (it runs it: the
+student's code can read IPython's history, hook later cells, inspect the frames that call it),
+so nothing the kernel produces from then on is published. ``GuardedExecute`` notes that cell
+and freezes the outputs of the cells before it (later kernel messages cannot update them);
+the outputs and prompt numbers of that cell and every later one are withheld from the
+feedback page. Right after the notebook ran (the kernel is shut down), every other process of
+the sandbox is killed (``--isolated``: a pid namespace of its own), then the gradebook is put
+back and nbgrader saves the scores. The feedback page is then written by this process alone,
+from paths the kernel never saw (a fresh Jupyter data dir: no template it planted is used).
+
+Everything this process writes is still untrusted unless it exits normally (the kernel could
+kill it and write this folder itself): ``course grade`` uses the result only after a normal
+exit, and only for feedback and to flag disagreements with the trusted scores. Its error is a
+code from ``ERRORS`` (a fixed vocabulary), never text that nbgrader or the kernel produced, and
+a partial score (a test cell whose output is a number) is refused.
 """
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 RESULT = "nbgrader_result.json"
-BEGIN, END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+BEGIN, END = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"  # nbgrader's delimiters (in a comment)
+HIDDEN_MARK = BEGIN  # where hidden test text starts
 WITHHELD = "(output withheld: this cell also runs hidden tests; its score is shown above)\n"
+WITHHELD_AFTER = ("(output withheld: this cell ran after the hidden tests had started, so its "
+                  "output is not shown)\n")
+ERRORS = {  # the worker's only error codes; ``course grade`` shows these words, nothing else
+    "kernel-died": "the kernel died",
+    "cell-timeout": "a cell ran past its time limit",
+    "schema": "the notebook's nbgrader metadata has a version nbgrader does not know",
+    "notebook": "nbgrader could not read the notebook",
+    "partial": ("nbgrader scored a test cell neither 0 nor its points (a number in its output, "
+                "or a changed gradebook); refused"),
+    "autograde": "nbgrader's autograde failed",
+    "feedback": "nbgrader's feedback step failed",
+}
+# nbgrader's log and traceback (which can quote the kernel) only choose among the codes above
+_ERROR_SIGNS = [("DeadKernelError", "kernel-died"), ("Kernel died", "kernel-died"),
+                ("CellTimeoutError", "cell-timeout"), ("TimeoutError", "cell-timeout"),
+                ("SchemaTooNewError", "schema"), ("SchemaTooOldError", "schema"),
+                ("NotJSONError", "notebook"), ("NotebookValidationError", "notebook")]
 MIN_SCRUB = 12  # shorter hidden lines (`assert x`) are too common to replace everywhere
 _PR_SET_DUMPABLE = 4
 
@@ -43,6 +71,7 @@ class _State:
     assignment = ""
     isolated = False
     gradebook: bytes | None = None
+    first_hidden: int | None = None  # index of the first cell that ran hidden test text
 
 
 def _hide_from_kernel(nb, resources):
@@ -61,18 +90,45 @@ def _hide_from_kernel(nb, resources):
     return nb, resources
 
 
-def _after_student_code(nb, resources):
-    """The notebook ran: end whatever the student's code left running, put the gradebook back."""
-    if _State.isolated:  # this sandbox's own pid namespace: pid 1 (bubblewrap) and us survive
+def _end_leftovers() -> None:
+    """Kill every other process of the sandbox (its own pid namespace: pid 1, bubblewrap, and
+    this process survive)."""
+    if _State.isolated:
         try:
             os.kill(-1, signal.SIGKILL)
         except OSError:
             pass
+
+
+def _after_student_code(nb, resources):
+    """The notebook ran: end whatever the student's code left running, put the gradebook back."""
+    _end_leftovers()
     gradebook = _State.course_dir / "gradebook.db"
     for leftover in _State.course_dir.glob("gradebook.db*"):
         leftover.unlink()
     gradebook.write_bytes(_State.gradebook or b"")
     return nb, resources
+
+
+def _guarded_execute(execute):
+    """nbgrader's Execute, noting the first cell that sends hidden test text to the kernel.
+
+    Before that cell runs, the outputs of the cells before it are replaced by copies and the
+    kernel's display ids are forgotten: an ``update_display_data`` sent later (by code that has
+    read the hidden tests) cannot rewrite them.
+    """
+
+    def preprocess_cell(self, cell, resources, index):
+        if (_State.first_hidden is None and cell.cell_type == "code"
+                and HIDDEN_MARK in cell.source):
+            _State.first_hidden = index
+            for earlier in self.nb.cells[:index]:
+                if earlier.cell_type == "code":
+                    earlier.outputs = copy.deepcopy(earlier.outputs)
+            self._display_id_map.clear()
+        return execute.preprocess_cell(self, cell, resources, index)
+
+    return type("GuardedExecute", (execute,), {"preprocess_cell": preprocess_cell})
 
 
 def _preprocessor(name: str, function):
@@ -108,17 +164,33 @@ def _scrub(value, hidden: list[str]):
     return value
 
 
-def without_hidden_tests(nb) -> None:
-    """Cut hidden test regions out of ``nb`` (an autograded notebook), in place."""
+def without_hidden_tests(nb, first_hidden: int | None = None) -> None:
+    """Cut hidden test regions out of ``nb`` (an autograded notebook), in place.
+
+    ``first_hidden`` is the index of the first cell that ran hidden test text: the outputs and
+    prompt numbers of that cell and of every cell after it are withheld (the kernel could show
+    the hidden tests there, in any encoding). ``None``: no hidden test ran; only the cells that
+    hold hidden tests are withheld.
+    """
     import nbformat
 
+    if first_hidden is None:
+        first_hidden = len(nb.cells)
+    elif first_hidden >= len(nb.cells) or HIDDEN_MARK not in nb.cells[first_hidden].source:
+        first_hidden = 0  # not the notebook that ran: withhold every output
+    nb.metadata.pop("widgets", None)  # widget state the kernel sent, at any time
     hidden = []
-    for cell in nb.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if cell.cell_type == "code" and meta.get("grade") and BEGIN in cell.source:
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        has_hidden = HIDDEN_MARK in cell.source
+        if has_hidden:
             cell.source, lines = _cut_hidden(cell.source)
             hidden += lines
-            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=WITHHELD)]
+        if has_hidden or index >= first_hidden:
+            note = WITHHELD if has_hidden else WITHHELD_AFTER
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=note)]
+            cell.execution_count = None
     hidden = sorted({h for h in hidden if len(h) >= MIN_SCRUB}, key=len, reverse=True)
     for cell in nb.cells:
         if cell.cell_type == "code":
@@ -127,15 +199,10 @@ def without_hidden_tests(nb) -> None:
             cell.source = _scrub(cell.source, hidden)
 
 
-def _last_error(result: dict) -> str:
-    """The most telling line of a failed nbgrader run: its last exception, else its last error."""
-    text = "\n".join(filter(None, (result.get("log"), result.get("error"))))
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    generic = ("NbGraderException", "Please see the", "There was an error processing")
-    specific = [line for line in lines if ("Error:" in line or "Exception:" in line)
-                and not any(g in line for g in generic)]
-    errors = [line for line in lines if line.startswith("[ERROR]")]
-    return (specific or errors or ["nbgrader failed"])[-1][:500]
+def _error_code(result: dict, default: str) -> str:
+    """The code in ERRORS for a failed nbgrader run (its log only chooses among them)."""
+    text = "\n".join(str(result.get(k) or "") for k in ("log", "error"))
+    return next((code for sign, code in _ERROR_SIGNS if sign in text), default)
 
 
 def _scores(course_dir: Path, assignment: str, student: str, course_id: str) -> dict:
@@ -149,15 +216,46 @@ def _scores(course_dir: Path, assignment: str, student: str, course_id: str) -> 
                 if grade.cell.cell_type == "code"}
 
 
+def _all_or_nothing(scores: dict) -> bool:
+    """Every test cell got 0 or its points. Anything else comes from the student's code (a
+    number in a test cell's output: nbgrader's partial credit, which these tests never use, or
+    a score written into the gradebook) and could carry any value."""
+    return all(score in (0, max_score) for score, max_score in scores.values())
+
+
 def _configure(api) -> None:
-    """Put the two steps around nbgrader's Execute preprocessor."""
+    """Put the two steps around nbgrader's Execute preprocessor, and guard Execute."""
     from nbgrader.converters import Autograde
 
     steps = list(Autograde.class_traits()["autograde_preprocessors"].default())
     at = next(i for i, p in enumerate(steps) if p.__name__ == "Execute")
-    steps[at:at + 1] = [_preprocessor("HideFromKernel", _hide_from_kernel), steps[at],
+    steps[at:at + 1] = [_preprocessor("HideFromKernel", _hide_from_kernel),
+                        _guarded_execute(steps[at]),
                         _preprocessor("AfterStudentCode", _after_student_code)]
     api.config.Autograde.autograde_preprocessors = steps
+
+
+def _remove(path: Path) -> None:
+    """Remove ``path`` whatever it is (a link is removed, never followed)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def _fresh_feedback_env(course_dir: Path) -> None:
+    """Nothing the kernel wrote can shape the feedback: its Jupyter folders are removed and
+    Jupyter's data and config paths (where nbconvert finds templates) point to a folder made
+    now, with every other process dead; the feedback folder is made anew by nbgrader."""
+    for name in (".jupyter", ".ipython", ".local", ".config", "feedback", RESULT):
+        _remove(course_dir / name)
+    fresh = Path(tempfile.mkdtemp(prefix="feedback-env-"))
+    for var, sub in (("JUPYTER_DATA_DIR", "data"), ("JUPYTER_CONFIG_DIR", "config"),
+                     ("HOME", "home")):
+        (fresh / sub).mkdir()
+        os.environ[var] = str(fresh / sub)
+    for var in ("JUPYTER_PATH", "JUPYTER_CONFIG_PATH", "XDG_DATA_HOME", "XDG_CONFIG_HOME"):
+        os.environ.pop(var, None)
 
 
 def _strip_feedback_source(course_dir: Path, assignment: str, student: str) -> None:
@@ -165,9 +263,32 @@ def _strip_feedback_source(course_dir: Path, assignment: str, student: str) -> N
 
     for path in (course_dir / "autograded" / student / assignment).glob("*.ipynb"):
         nb = nbformat.read(path, as_version=4)
-        without_hidden_tests(nb)
+        without_hidden_tests(nb, _State.first_hidden)
         path.chmod(0o644)  # nbgrader leaves it read-only
         nbformat.write(nb, path)
+
+
+def _grade(api, course_dir: Path, assignment: str, student: str) -> dict:
+    """autograde, then (with nothing of the student's left running) feedback."""
+    out = {"ok": False, "error": "", "scores": {}}
+    try:
+        result = api.autograde(assignment, student, force=True, create=True)
+    finally:
+        _end_leftovers()  # also when autograde stopped before AfterStudentCode
+    _fresh_feedback_env(course_dir)
+    if not result["success"]:
+        out["error"] = _error_code(result, "autograde")
+        return out
+    scores = _scores(course_dir, assignment, student, api.coursedir.course_id)
+    if not _all_or_nothing(scores):
+        out["error"] = "partial"
+        return out
+    _strip_feedback_source(course_dir, assignment, student)
+    feedback = api.generate_feedback(assignment, student, force=True)
+    if not feedback["success"]:
+        out["error"] = _error_code(feedback, "feedback")
+        return out
+    return {"ok": True, "error": "", "scores": scores}
 
 
 def main(argv: list[str]) -> int:
@@ -177,18 +298,9 @@ def main(argv: list[str]) -> int:
     course_dir = Path.cwd()
     _State.course_dir, _State.student, _State.assignment = course_dir, student, assignment
     _State.isolated = "--isolated" in flags
-    out = {"ok": False, "error": "", "scores": {}}
     api = nbgrader_api(course_dir)
     _configure(api)
-    result = api.autograde(assignment, student, force=True, create=True)
-    if result["success"]:
-        out["scores"] = _scores(course_dir, assignment, student, api.coursedir.course_id)
-        _strip_feedback_source(course_dir, assignment, student)
-        feedback = api.generate_feedback(assignment, student, force=True)
-        out["ok"] = bool(feedback["success"])
-        out["error"] = "" if feedback["success"] else "feedback: " + _last_error(feedback)
-    else:
-        out["error"] = _last_error(result)
+    out = _grade(api, course_dir, assignment, student)
     (course_dir / RESULT).write_text(json.dumps(out))
     return 0
 
