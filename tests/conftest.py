@@ -32,6 +32,42 @@ def pytest_runtest_setup(item):
     pytest.skip(f"the grading sandbox needs Linux namespaces: {why}")
 
 
+# Tests that read one expensive shared result (a graded batch, a server) run on one pytest-xdist
+# worker: with `--dist loadgroup` (pyproject.toml) a group is one unit of work, so the other
+# worker goes on with other tests instead of waiting on the same lock, and a module fixture
+# (one per worker) is built once. The adversarial and the chapter batches share a group: each
+# keeps both cores busy by itself, and run at the same time they would slow the honest
+# students of the adversarial batch towards its limits. (test module, fixture) -> group.
+SHARED_WORK = {
+    ("test_adversarial", "graded"): "graded-batches",
+    ("test_grade", "batch"): "graded-batches",
+    ("test_gradebook", "graded_class"): "gradebook-class",
+    ("test_gradebook", "postgres"): "gradebook-class",
+    ("test_robust", "hostile_batch"): "robust-hostile-batch",
+}
+# The longest single tests go first (both workers busy to the end instead of one waiting on the
+# other's last long test): module name -> rank, lower first; unlisted modules keep their order.
+LONGEST_FIRST = ["test_notebooks", "test_budget", "test_distributed", "test_student_path",
+                 "test_formgrader_scores", "test_instructor_path"]
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        groups = {SHARED_WORK[module, name] for name in item.fixturenames
+                  if (module, name) in SHARED_WORK}
+        for group in sorted(groups)[:1]:
+            item.add_marker(pytest.mark.xdist_group(group))
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+
+    def order(item):
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        return rank.get(module, len(rank))
+
+    items.sort(key=order)  # stable: the order within each module is kept
+
+
 @pytest.fixture(scope="session")
 def shared_dir(tmp_path_factory) -> Path:
     """A folder every pytest-xdist worker of this session shares (the session's base temp).
