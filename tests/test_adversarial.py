@@ -261,10 +261,15 @@ def _measure_budgets(base: Path, assignments: list[str]) -> None:
     The first grading of a chapter on a machine measures them, and the machine keeps them
     (~/.cache/dl-tuning-course/budgets/). Measured inside a batch, the reference would have the
     batch's short step limit (TIMEOUT), which a loaded machine can exceed, stopping the whole
-    chapter; here it has the default. Where they are cached already, this only reads them.
+    chapter; here it has the default. Chapters whose budgets are cached are skipped (the
+    template `course grade` prepares releases the same bytes as release/, the cache's key).
     """
+    from course.grading.budget import _cache_file
+
     procs = []
     for assignment in assignments:
+        if _cache_file(ROOT, EXERCISES[assignment], ROOT, True).is_file():
+            continue
         empty = base / "budgets" / assignment / "submissions"
         empty.mkdir(parents=True)
         procs.append(subprocess.Popen(
