@@ -45,27 +45,37 @@ SHARED_WORK = {
     ("test_gradebook", "postgres"): "gradebook-class",
     ("test_robust", "hostile_batch"): "robust-hostile-batch",
 }
-# The longest single tests go first (both workers busy to the end instead of one waiting on the
-# other's last long test): module name -> rank, lower first; unlisted modules keep their order.
-LONGEST_FIRST = ["test_notebooks", "test_budget", "test_distributed", "test_student_path",
-                 "test_formgrader_scores", "test_instructor_path"]
+# Then the longest single tests first and the quick ones last, so that neither worker is left
+# with a long test while the other has nothing to do (longest processing time first). Each entry
+# is the start of a test id; the tests no entry names keep their order, slow ones before quick.
+LONGEST_FIRST = [
+    "tests/test_budget.py::test_a_looping_submission",  # minutes, mostly waiting on its limits
+    "tests/test_notebooks.py::test_notebook_claims_hold_at_full_size",
+    "tests/test_notebooks.py::test_a_broken_experiment_fails_its_claim",
+    "tests/browser/test_student_path.py::test_run_all_in_jupyterlab",
+    "tests/test_distributed.py::test_a_worker_killed_mid_batch",
+    "tests/browser/",
+    "tests/test_distributed.py",
+    "tests/test_notebooks.py::test_notebook_runs_in_ci_mode",
+]
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        module = getattr(getattr(item, "module", None), "__name__", "").rsplit(".", 1)[-1]
         groups = {SHARED_WORK[module, name] for name in item.fixturenames
                   if (module, name) in SHARED_WORK}
         for group in sorted(groups)[:1]:
             item.add_marker(pytest.mark.xdist_group(group))
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
 
     def order(item):
-        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
-        return rank.get(module, len(rank))
+        for rank, start in enumerate(LONGEST_FIRST):
+            if item.nodeid.startswith(start):
+                return rank
+        return len(LONGEST_FIRST) + (item.get_closest_marker("slow") is None)
 
-    items.sort(key=order)  # stable: the order within each module is kept
+    items.sort(key=order)  # stable: the tests of one rank keep their order
 
 
 @pytest.fixture(scope="session")
