@@ -32,6 +32,52 @@ def pytest_runtest_setup(item):
     pytest.skip(f"the grading sandbox needs Linux namespaces: {why}")
 
 
+# Tests that read one expensive shared result (a graded batch, a server) run on one pytest-xdist
+# worker: with `--dist loadgroup` (pyproject.toml) a group is one unit of work, so the other
+# worker goes on with other tests instead of waiting on the same lock, and a module fixture
+# (one per worker) is built once. The adversarial and the chapter batches share a group: each
+# keeps both cores busy by itself, and run at the same time they would slow the honest
+# students of the adversarial batch towards its limits. (test module, fixture) -> group.
+SHARED_WORK = {
+    ("test_adversarial", "graded"): "graded-batches",
+    ("test_grade", "batch"): "graded-batches",
+    ("test_gradebook", "graded_class"): "gradebook-class",
+    ("test_gradebook", "postgres"): "gradebook-class",
+    ("test_robust", "hostile_batch"): "robust-hostile-batch",
+}
+# Then the longest single tests first and the quick ones last, so that neither worker is left
+# with a long test while the other has nothing to do (longest processing time first). Each entry
+# is the start of a test id; the tests no entry names keep their order, slow ones before quick.
+LONGEST_FIRST = [
+    "tests/test_budget.py::test_a_looping_submission",  # minutes, mostly waiting on its limits
+    "tests/test_notebooks.py::test_notebook_claims_hold_at_full_size",
+    "tests/test_notebooks.py::test_a_broken_experiment_fails_its_claim",
+    "tests/browser/test_student_path.py::test_run_all_in_jupyterlab",
+    "tests/test_distributed.py::test_a_worker_killed_mid_batch",
+    "tests/browser/",
+    "tests/test_distributed.py",
+    "tests/test_notebooks.py::test_notebook_runs_in_ci_mode",
+]
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = getattr(getattr(item, "module", None), "__name__", "").rsplit(".", 1)[-1]
+        groups = {SHARED_WORK[module, name] for name in item.fixturenames
+                  if (module, name) in SHARED_WORK}
+        for group in sorted(groups)[:1]:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+    def order(item):
+        for rank, start in enumerate(LONGEST_FIRST):
+            if item.nodeid.startswith(start):
+                return rank
+        return len(LONGEST_FIRST) + (item.get_closest_marker("slow") is None)
+
+    items.sort(key=order)  # stable: the tests of one rank keep their order
+
+
 @pytest.fixture(scope="session")
 def shared_dir(tmp_path_factory) -> Path:
     """A folder every pytest-xdist worker of this session shares (the session's base temp).

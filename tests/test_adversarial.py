@@ -254,6 +254,34 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _measure_budgets(base: Path, assignments: list[str]) -> None:
+    """The reference solutions' time budgets (course/grading/budget.py), measured before the
+    batches under `course grade`'s default limit, one chapter per process.
+
+    The first grading of a chapter on a machine measures them, and the machine keeps them
+    (~/.cache/dl-tuning-course/budgets/). Measured inside a batch, the reference would have the
+    batch's short step limit (TIMEOUT), which a loaded machine can exceed, stopping the whole
+    chapter; here it has the default. Chapters whose budgets are cached are skipped (the
+    template `course grade` prepares releases the same bytes as release/, the cache's key).
+    """
+    from course.grading.budget import _cache_file
+
+    procs = []
+    for assignment in assignments:
+        if _cache_file(ROOT, EXERCISES[assignment], ROOT, True).is_file():
+            continue
+        empty = base / "budgets" / assignment / "submissions"
+        empty.mkdir(parents=True)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "course.cli", "grade", assignment, str(empty), "--out",
+             str(base / "budgets" / assignment / "out"), "--root", str(ROOT), "--workers", "1",
+             "--db", f"sqlite:///{base / 'budgets' / assignment / 'gradebook.db'}"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    for proc in procs:
+        output, _ = proc.communicate()
+        assert proc.returncode == 0, output[-3000:]
+
+
 def _grade_attacks(base: Path) -> dict:
     """Grade every chapter's batch under ``base``; what the tests need, as JSON values."""
     ok, why = isolation_available()
@@ -279,6 +307,7 @@ def _grade_attacks(base: Path) -> dict:
                 batches[assignment] = dict(out=str(out), dump=str(base / assignment / "rows.json"),
                                            expect={n: e for n, (e, _) in students.items()},
                                            own={n: text for n, (_, text) in students.items()})
+        _measure_budgets(base, list(batches))
         start = time.time()
         for assignment, batch in batches.items():
             procs[assignment] = subprocess.Popen(

@@ -65,8 +65,12 @@ def test_a_looping_submission_costs_its_budget_not_the_flat_limit(tmp_path):
     from course.grading.samples import sample_notebook, solution_code
 
     ex = exercise_for("01_metrics", ROOT)
+    # it waits rather than spins: the limits are wall-clock ones (nbclient's cell timeout, the
+    # harness's ITIMER_REAL alarm), and a spinning loop would take a core from the other tests
+    # for the minutes its cells and probes wait
     looping = solution_code(ROOT, "01_metrics") + (
-        "\n\ndef f_score(precision, recall, beta=1.0):\n    while True:\n        pass\n")
+        "\n\nimport time\n\n\ndef f_score(precision, recall, beta=1.0):\n    while True:\n"
+        "        time.sleep(0.05)\n")
     nb = sample_notebook(ROOT, "01_metrics", "solution")
     for cell in nb.cells:
         if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == ex.solution_id:
