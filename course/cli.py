@@ -161,7 +161,8 @@ def cmd_grade(args) -> int:
         rows = grade(args.assignment, args.submissions, args.out, root=args.root,
                      workers=args.workers, isolate=not args.no_isolation, timeout=args.timeout,
                      cell_timeout=args.cell_timeout, on_row=progress, gradebook=recorder,
-                     scheduler=args.scheduler, budgets=not args.flat_limits)
+                     scheduler=args.scheduler, budgets=not args.flat_limits,
+                     keep_work=args.keep_work)
     except (ClusterError, BudgetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -387,6 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="limit each cell and each trusted probe by the flat limits (300 s, "
                      "30 s) instead of budgets measured from the reference solution on this "
                      "machine (10x its time, at least 30 s per cell and 10 s per probe)")
+    grd.add_argument("--keep-work", action="store_true",
+                     help="leave all that each student's grading wrote in OUT/work/STUDENT/ "
+                     "(within the per-student disk limit), to inspect a submission; by default "
+                     "only the files the grader reads stay there")
     grd.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
                      help="grade on the workers of this Dask scheduler (`dask scheduler`, then "
                      "`dask worker tcp://HOST:8786` on each machine, with the course and "

@@ -198,7 +198,8 @@ def graded(tmp_path_factory):
     proc = subprocess.run(
         [sys.executable, "-m", "course.cli", "grade", ASSIGNMENT, str(subs), "--out", str(out),
          "--workers", "2", "--root", str(ROOT), "--db", f"sqlite:///{out}/gradebook.db",
-         "--timeout", "240", "--cell-timeout", "60", "--flat-limits"],
+         "--timeout", "240", "--cell-timeout", "60", "--flat-limits",
+         "--keep-work"],  # each attack's loot.txt (its proof) stays in its work folder
         capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = {json.loads(line)["student_id"]: json.loads(line)

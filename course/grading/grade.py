@@ -57,6 +57,7 @@ class _Context:
     isolate: bool
     timeout: float
     probe_seconds: float = 30.0  # each trusted probe (budget.py measures it per machine)
+    keep_work: bool = False  # leave each student's whole work folder (for inspection)
 
 
 def _check_options(timeout: float, cell_timeout: int | None, isolate: bool) -> None:
@@ -112,7 +113,7 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
           on_row: Callable[[GradeRow, int, int], None] | None = None,
           gradebook: Recorder | None = None,
           scheduler: str | None = None, connect_timeout: float = 10,
-          budgets: bool = True) -> list[GradeRow]:
+          budgets: bool = True, keep_work: bool = False) -> list[GradeRow]:
     """Grade every submission of ``assignment`` in ``submissions``; rows sorted by student.
 
     ``timeout`` is the wall-clock limit in seconds for each sandboxed step of one student.
@@ -132,6 +133,10 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
     ``workers`` local threads (``distributed.py``); this process still writes every result. Raises
     ClusterError when the scheduler cannot be reached within ``connect_timeout`` seconds or
     its workers cannot grade.
+
+    ``keep_work`` leaves all that each step wrote in out_dir/work/<student>/ (still within the
+    per-student disk limit), to inspect a submission; by default only the files the grader
+    reads stay there.
     """
     from course.notebooks import find_root
 
@@ -145,7 +150,7 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
         check_cluster(scheduler, isolate=isolate, connect_timeout=connect_timeout)
     out_dir = Path(out_dir).resolve()
     template = _prepare_template(root, exercise, out_dir / "work", cell_timeout)
-    ctx = _Context(exercise, template, out_dir, isolate, timeout)
+    ctx = _Context(exercise, template, out_dir, isolate, timeout, keep_work=keep_work)
     if budgets:
         _apply_budgets(root, ctx, out_dir / "work" / "_reference",
                        flat_cells=cell_timeout is None)
@@ -232,11 +237,14 @@ def _grade_notebook(sub: Submission, ctx: _Context, row: GradeRow) -> None:
         return
     work = notebook.parent
     trusted = trusted_grade(ctx.exercise, notebook, work, timeout=ctx.timeout,
-                            isolate=ctx.isolate, probe_seconds=ctx.probe_seconds)  # work/trusted/
-    shutil.rmtree(work / "trusted", ignore_errors=True)  # its inputs and outputs: ~40 MB
+                            isolate=ctx.isolate, probe_seconds=ctx.probe_seconds,
+                            keep_work=ctx.keep_work)  # in work/trusted/
+    if not ctx.keep_work:
+        shutil.rmtree(work / "trusted", ignore_errors=True)  # its inputs and outputs: ~40 MB
     nbgrader_scores, problem = run_nbgrader(
         sub.student_id, notebook, work / "nbgrader", template=ctx.template,
-        assignment=ctx.exercise.assignment, timeout=ctx.timeout, isolate=ctx.isolate)
+        assignment=ctx.exercise.assignment, timeout=ctx.timeout, isolate=ctx.isolate,
+        keep_work=ctx.keep_work)
     _fill_row(row, trusted, nbgrader_scores, problem)
     row.reason = "; ".join(filter(None, [note, row.reason]))
     if not problem:

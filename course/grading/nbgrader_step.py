@@ -77,11 +77,13 @@ def _outputs(student: str, assignment: str, notebook: str) -> list[str]:
 
 
 def run_nbgrader(student: str, notebook: Path, folder: Path, *, template: Path,
-                 assignment: str, timeout: float, isolate: bool) -> tuple[dict[str, float], str]:
+                 assignment: str, timeout: float, isolate: bool,
+                 keep_work: bool = False) -> tuple[dict[str, float], str]:
     """nbgrader's per-cell scores for the notebook, or ({}, why they are missing).
 
     ``template`` is the course folder ``course grade`` prepared (configuration, gradebook,
-    release/); the feedback lands in folder/feedback/<student>/<assignment>/.
+    release/); the feedback lands in folder/feedback/<student>/<assignment>/. Afterwards the
+    folder holds only what ``_outputs`` names (all the step wrote with ``keep_work``).
     """
     _scratch_course(folder, template, assignment, student, notebook)
     result = run_sandboxed(
@@ -89,7 +91,7 @@ def run_nbgrader(student: str, notebook: Path, folder: Path, *, template: Path,
          *(["--isolated"] if isolate else [])],
         workdir=folder, timeout=timeout, env=_sandbox_env(folder), isolate=isolate,
         memory_mb=NBGRADER_MEMORY_MB, readable=[p for p in ("/etc/fonts",) if Path(p).is_dir()],
-        keep=_outputs(student, assignment, notebook.name))
+        keep=None if keep_work else _outputs(student, assignment, notebook.name))
     scores, problem = _read_result(folder, result, timeout)
     if not problem and not all(_plain_dirs(folder, top, student, assignment)
                                for top in ("autograded", "feedback")):

@@ -143,7 +143,8 @@ def _read_results(base: Path, exercise: GradedExercise, checks: dict,
 
 def trusted_grade(exercise: GradedExercise, notebook_path, workdir, *, timeout: float = 300,
                   isolate: bool = True, memory_mb: int = 4096,
-                  probe_seconds: float = 30, exec_seconds: float = 60) -> dict[str, CellScore]:
+                  probe_seconds: float = 30, exec_seconds: float = 60,
+                  keep_work: bool = False) -> dict[str, CellScore]:
     """Score ``notebook_path``'s solution of ``exercise`` outside the student's process.
 
     Returns ``{grade_id: CellScore}`` for every graded test cell of the exercise. Never raises
@@ -152,7 +153,8 @@ def trusted_grade(exercise: GradedExercise, notebook_path, workdir, *, timeout: 
     ``isolate`` is True and this machine cannot isolate. ``timeout`` bounds the whole sandboxed
     run, ``probe_seconds`` each call of the student's code (an endless loop in one function
     only fails the cells that need it), ``exec_seconds`` the setup imports, IPython's
-    transformation of the cell and running it. The work happens in ``workdir``/trusted/.
+    transformation of the cell and running it. The work happens in ``workdir``/trusted/,
+    which afterwards holds only the results (all the harness wrote with ``keep_work``).
     """
     try:
         source = solution_source(notebook_path, exercise.solution_id, exercise.exercise.names)
@@ -163,7 +165,8 @@ def trusted_grade(exercise: GradedExercise, notebook_path, workdir, *, timeout: 
     _write_plan(base, exercise, plan, source, probe_seconds, exec_seconds)
     result = run_sandboxed([sys.executable, "-I", "-B", str(HARNESS), "plan.json"],
                            workdir=base, timeout=timeout, memory_mb=memory_mb,
-                           max_output_bytes=64 * 1024, isolate=isolate, keep=["results"])
+                           max_output_bytes=64 * 1024, isolate=isolate,
+                           keep=None if keep_work else ["results"])
     reason = result.reason or ("" if result.returncode == 0 else
                                f"the harness exited with status {result.returncode}")
     return _read_results(base, exercise, checks, reason)
