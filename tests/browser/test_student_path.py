@@ -11,6 +11,7 @@ success for the solved exercise and failure for the untouched release.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import nbformat
 import papermill
@@ -85,6 +86,20 @@ def save(page):
     page.wait_for_selector(".jp-NotebookPanel", timeout=10_000)
     page.wait_for_function("() => !document.querySelector('.lm-TabBar-tab.jp-mod-dirty')",
                            timeout=60_000)
+
+
+def read_saved(path: Path, wait: float = 30.0):
+    """The saved notebook. Jupyter server writes a notebook in place (its "atomic" writing keeps
+    a backup copy, it does not rename), so a read during a write, e.g. JupyterLab's autosave
+    right after our save, can see an empty or partial file: read again until it parses."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return nbformat.read(path, as_version=4)
+        except (nbformat.reader.NotJSONError, ValueError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def widget_outputs(page) -> tuple[int, list[str]]:
@@ -177,7 +192,7 @@ def test_run_all_in_jupyterlab(chapter, student_lab, page):
     run_all(page.page)
     save(page.page)
 
-    nb = nbformat.read(student_lab.root / rel, as_version=4)
+    nb = read_saved(student_lab.root / rel)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert [i for i, c in enumerate(code) if c.execution_count is None] == [], "cells not run"
     errors = [f"cell {i}: {o.get('ename')}: {o.get('evalue')}" for i, c in enumerate(code)
