@@ -270,6 +270,23 @@ def test_class_11_a_solution_may_use_what_the_notebook_imported(tmp_path, assign
 
 @pytest.mark.slow
 @pytest.mark.sandbox
+def test_class_11_only_the_imports_a_solution_names_run_before_it(tmp_path):
+    """The harness skips the notebook's imports the solution never names (pandas, scikit-learn
+    through course.data: seconds per student), and runs all of them when the solution can
+    reach a name dynamically (``globals()``, ``eval``)."""
+    code = solution_code(ROOT, "06_batch_norm")
+    (tmp_path / "lean").mkdir()
+    (tmp_path / "dynamic").mkdir()
+    lean = "import sys\nassert not {'pandas', 'sklearn', 'matplotlib'} & set(sys.modules)\n"
+    failed, _ = _trusted(tmp_path / "lean", "06_batch_norm", lean + code)
+    assert failed == set()
+    dynamic = "assert globals()['pd'].__name__ == 'pandas'\n"
+    failed, _ = _trusted(tmp_path / "dynamic", "06_batch_norm", dynamic + code)
+    assert failed == set()
+
+
+@pytest.mark.slow
+@pytest.mark.sandbox
 @pytest.mark.parametrize("magic", ["%%time", "%%capture captured"])
 def test_class_12_a_cell_magic_runs_its_body(tmp_path, magic):
     failed, _ = _trusted(tmp_path, "01_metrics", f"{magic}\n" + solution_code(ROOT, "01_metrics"))

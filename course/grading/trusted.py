@@ -10,7 +10,8 @@ them off. ``trusted_grade`` decides the score another way:
    chooses (seeded from ``COURSE_GRADING_SECRET``, never from the student), written with the
    solution source into a fresh folder;
 3. ``harness.py`` runs in the sandbox (``python -I``), executes the import statements of the
-   instructor's cells before the solution cell (from source/), then only that cell (cell magics
+   instructor's cells before the solution cell (from source/; those that bind a name the cell
+   uses, or all of them when it can reach names dynamically), then only that cell (cell magics
    such as ``%%time`` run their body), runs the probes and writes plain results (JSON, ``.npy``
    without pickle);
 4. here again, each test cell's trusted check reads the results strictly (``protocol.py``) and
