@@ -426,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from course.lean_imports import skip_unused_format_checkers
+
+    skip_unused_format_checkers()
     args = build_parser().parse_args(argv)
     return args.func(args)
 
