@@ -42,6 +42,8 @@ _DRIVER = r'''
 import json, sys, time
 from pathlib import Path
 t0 = time.perf_counter()
+from course.lean_imports import skip_unused_format_checkers
+skip_unused_format_checkers()  # as course.grading.nbgrader_worker does
 from course.grading.release import nbgrader_api
 api = nbgrader_api(Path.cwd())
 t1 = time.perf_counter()
