@@ -7,7 +7,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 CHECK = """
-import sys, time
+import sys
 from course.lean_imports import skip_unused_format_checkers
 skip_unused_format_checkers()
 import nbformat
