@@ -387,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     grd.add_argument("--flat-limits", action="store_true",
                      help="limit each cell and each trusted probe by the flat limits (300 s, "
                      "30 s) instead of budgets measured from the reference solution on this "
-                     "machine (10x its time, at least 30 s per cell and 10 s per probe)")
+                     "machine (10x its CPU time, at least 5 s per cell and 2 s per probe, "
+                     "and 10x its clock time, at least 30 s per cell and 10 s per probe)")
     grd.add_argument("--keep-work", action="store_true",
                      help="leave all that each student's grading wrote in OUT/work/STUDENT/ "
                      "(within the per-student disk limit), to inspect a submission; by default "

@@ -10,7 +10,16 @@ import pytest
 from traitlets.config import Config
 
 from course.grading import budget
-from course.grading.budget import Budgets, _budget, _cell_times, _probe_times, cell_budget_config
+from course.grading.budget import (
+    BudgetError,
+    Budgets,
+    _budget,
+    _cell_times,
+    _probe_cpu,
+    _probe_times,
+    cell_budget_config,
+)
+from course.grading.nbgrader_worker import _cpu_seconds, _CpuWatch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +41,12 @@ def test_cell_times_come_from_nbclient_timestamps(tmp_path):
     nb.cells[2].metadata["nbgrader"] = {"grade": True, "grade_id": "test_f", "points": 1}
     nbformat.write(nb, tmp_path / "nb.ipynb")
     assert _cell_times(tmp_path / "nb.ipynb") == [(None, 4.5), ("test_f", 0.25)]
+    with pytest.raises(BudgetError, match="no CPU time noted for cell"):
+        _cell_times(tmp_path / "nb.ipynb", cpu=True)  # the CPU budgets are never guessed
+    nb.cells[1].metadata["course"] = {"cpu_seconds": 4.1}
+    nb.cells[2].metadata["course"] = {"cpu_seconds": 0.2}
+    nbformat.write(nb, tmp_path / "nb.ipynb")
+    assert _cell_times(tmp_path / "nb.ipynb", cpu=True) == [(None, 4.1), ("test_f", 0.2)]
 
 
 def test_probe_times_are_the_gaps_between_result_files(tmp_path):
@@ -41,36 +56,119 @@ def test_probe_times_are_the_gaps_between_result_files(tmp_path):
         (tmp_path / f"{pid}.json").write_text("{}")
         os.utime(tmp_path / f"{pid}.json", ns=(0, 10**9 * (10 + 3 * i)))
     assert _probe_times(tmp_path, ["p1", "p2"]) == [3.0, 3.0]
+    for pid, cpu in (("p1", 0.5), ("p2", 1.25)):
+        (tmp_path / f"{pid}.json").write_text(json.dumps({"status": "ok", "cpu": cpu}))
+    assert _probe_cpu(tmp_path, ["p1", "p2"]) == [0.5, 1.25]
 
 
 def test_nbgrader_config_gives_each_cell_its_budget():
     c = Config()
     text = cell_budget_config(Budgets(cells={"test_a": 42.0, "bad id'); import os; ('": 1.0},
-                                      other_cells=95.5))
+                                      other_cells=95.5,
+                                      cells_cpu={"test_a": 5.0, "bad id'); import os; ('": 1.0},
+                                      other_cells_cpu=13.6))
     exec(compile(text, "nbgrader_config.py", "exec"), {"c": c})
     func = c.Execute.timeout_func
     assert func({"metadata": {"nbgrader": {"grade_id": "test_a"}}}) == 42
     assert func({"metadata": {"nbgrader": {"grade_id": "unknown"}}}) == 95
     assert func({"metadata": {}}) == 95
     assert "import os" not in text  # only plain grade ids are written into the config
+    assert c.GuardedExecute.cpu_budgets == {"test_a": 5.0}
+    assert c.GuardedExecute.cpu_other == 13.6
+
+
+def test_the_worker_reads_its_cpu_budgets_from_the_config():
+    """The worker's GuardedExecute is a configurable class: nbgrader_config.py reaches it."""
+    from nbgrader.preprocessors import Execute
+
+    from course.grading.nbgrader_worker import _guarded_execute
+
+    c = Config()
+    exec(compile(cell_budget_config(Budgets(cells_cpu={"test_a": 5.0}, other_cells_cpu=7.5)),
+                 "nbgrader_config.py", "exec"), {"c": c})
+    guarded = _guarded_execute(Execute)(config=c)
+    assert guarded.cpu_budgets == {"test_a": 5.0} and guarded.cpu_other == 7.5
+    assert _guarded_execute(Execute)().cpu_other == 0  # no budgets: no CPU limit
+
+
+_SPIN = """
+import signal, sys, time
+def stop(*_):
+    print("interrupted", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGINT, stop)
+print("ready", flush=True)
+while True:
+    MODE
+"""
+
+
+def _process(mode: str, child: bool = False):
+    """A Python process that spins or sleeps until SIGINT (``child``: a child of it spins)."""
+    import subprocess
+    import sys
+
+    code = _SPIN.replace("MODE", "pass" if mode == "spin" else "time.sleep(0.05)")
+    if child:  # the parent waits on a spinning child: the watch adds up the whole tree
+        code = ("import subprocess, sys, signal\n"
+                f"p = subprocess.Popen([sys.executable, '-c', {_SPIN.replace('MODE', 'pass')!r}],"
+                " stdout=subprocess.DEVNULL)\n"
+                "signal.signal(signal.SIGINT, lambda *_: (p.kill(), print('interrupted', "
+                "flush=True), sys.exit(0)))\nprint('ready', flush=True)\np.wait()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+@pytest.mark.parametrize("child", [False, True], ids=["kernel", "its-child"])
+def test_the_cpu_watch_interrupts_a_spinning_cell(child):
+    proc = _process("spin", child=child)
+    try:
+        watch = _CpuWatch(proc.pid, 0.3)
+        out, _ = proc.communicate(timeout=120)  # CPU seconds: however loaded the machine
+        used = watch.stop()
+        assert watch.fired and out.strip() == "interrupted"
+        assert used >= 0.3
+    finally:
+        proc.kill()
+
+
+def test_the_cpu_watch_leaves_a_waiting_cell_to_the_clock():
+    import time
+
+    proc = _process("sleep")
+    try:
+        watch = _CpuWatch(proc.pid, 0.3)
+        time.sleep(1.5)
+        used = watch.stop()
+        assert not watch.fired and proc.poll() is None  # no SIGINT: nothing spun
+        assert used < 0.3
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_cpu_seconds_of_a_process_that_is_gone_is_zero():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    assert _cpu_seconds(proc.pid) == 0.0
 
 
 @pytest.mark.slow
 @pytest.mark.sandbox
 def test_a_looping_submission_costs_its_budget_not_the_flat_limit(tmp_path):
-    """f_score never returns: the cells and probes that call it stop at their budgets, the
-    others pass, and nbgrader's report is complete (no wall-clock limit reached)."""
+    """f_score spins forever: the cells and probes that call it stop at their CPU budgets, the
+    others pass, and nbgrader's report is complete (no whole-step limit reached)."""
     from course.grading.exercises import exercise_for
     from course.grading.grade import grade
     from course.grading.samples import sample_notebook, solution_code
 
     ex = exercise_for("01_metrics", ROOT)
-    # it waits rather than spins: the limits are wall-clock ones (nbclient's cell timeout, the
-    # harness's ITIMER_REAL alarm), and a spinning loop would take a core from the other tests
-    # for the minutes its cells and probes wait
     looping = solution_code(ROOT, "01_metrics") + (
-        "\n\nimport time\n\n\ndef f_score(precision, recall, beta=1.0):\n    while True:\n"
-        "        time.sleep(0.05)\n")
+        "\n\ndef f_score(precision, recall, beta=1.0):\n    while True:\n        pass\n")
     nb = sample_notebook(ROOT, "01_metrics", "solution")
     for cell in nb.cells:
         if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == ex.solution_id:
@@ -84,9 +182,21 @@ def test_a_looping_submission_costs_its_budget_not_the_flat_limit(tmp_path):
     cached = json.loads(budget._cache_file(ROOT, ex, template, True).read_text())
     assert cached["cells"] and all(budget.CELL_FLOOR <= s <= 300 for s in cached["cells"].values())
     assert budget.PROBE_FLOOR <= cached["probe"] <= 30
+    assert set(cached["cells_cpu"]) == set(cached["cells"])
+    assert all(budget.CELL_CPU_FLOOR <= s <= 300 for s in cached["cells_cpu"].values())
+    assert budget.PROBE_CPU_FLOOR <= cached["probe_cpu"] <= 30
     assert row.status == "graded" and row.score < row.max_score, row
     assert not row.flagged and "timed out" not in row.reason, row.reason
     failed = [gid for gid, c in row.cells.items() if not c["passed"]]
     assert "test_f_score_values" in failed
-    # the flat limits cost at least 300 s for each looping cell; budgets, tens of seconds
+    # the flat limits cost at least 300 s for each looping cell; budgets, seconds
     assert row.seconds < 300 * len(failed), (row.seconds, failed)
+    # each cell's CPU time is noted (how the reference's budgets are measured), and a looping
+    # cell ran until one of its two budgets stopped it: its CPU budget, or on a machine too
+    # loaded to give it that much CPU time, its wall-clock one
+    autograded = (tmp_path / "out" / "work" / "loops" / "nbgrader" / "autograded" / "loops"
+                  / "01_metrics" / ex.notebook_name)
+    walls, cpus = dict(_cell_times(autograded)), dict(_cell_times(autograded, cpu=True))
+    for gid in failed:
+        assert cpus[gid] >= cached["cells_cpu"][gid] or walls[gid] >= cached["cells"][gid], (
+            gid, cpus[gid], walls[gid])

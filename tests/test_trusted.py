@@ -199,6 +199,24 @@ def test_an_endless_loop_costs_only_the_cells_that_call_it(tmp_path):
     assert "too long" in scores["test_dropout_module"].message
 
 
+def test_a_spinning_loop_stops_at_its_cpu_budget_not_the_clock(tmp_path):
+    """With a CPU budget of 0.5 s per probe, the looping probe stops after that much CPU time.
+    Its clock limit (600 s) is past the whole run's (150 s): without the CPU budget the run is
+    killed and every cell fails."""
+    code = solution_code("05_regularization").replace(
+        "return dropout(x, self.p, self.training)", "while True:\n            pass")
+    scores = grade(tmp_path, "05_regularization", code, timeout=150, probe_seconds=600,
+                   probe_cpu_seconds=0.5, keep_work=True)
+    assert failures(scores) == {"test_dropout_module"}
+    assert "too long" in scores["test_dropout_module"].message
+    records = [json.loads(f.read_text()) for f in (tmp_path / "work" / "trusted" / "results")
+               .glob("*.json") if f.stem not in ("exec", "done")]
+    stopped = [r for r in records if r["status"] == "timeout"]
+    # stopped at about 0.5 s of CPU time (the kernel accounts it by ticks: a few % either way)
+    assert stopped and all(0.4 <= r["cpu"] < 5 for r in stopped), stopped
+    assert all(r["cpu"] < 0.5 for r in records if r["status"] == "ok"), records
+
+
 def test_a_crash_while_defining_keeps_what_was_defined(tmp_path):
     code = solution_code("01_metrics") + "\nraise RuntimeError('oops')\n"
     scores = grade(tmp_path, "01_metrics", code)

@@ -13,10 +13,17 @@ this machine, through the same two sandboxed steps as a student, and times:
 A student's budget is then ``max(floor, MULTIPLE x the reference's time)``, never above the
 flat limit: test cells by grade_id (nbgrader puts test cells back from the gradebook before it
 runs them, so their ids are the instructor's), every other cell the slowest non-test cell of
-the reference, every probe the slowest probe. A looping submission costs seconds to tens of
-seconds; an honest one, even ten times slower than the reference on a loaded machine, keeps
-its time. The reference must score full marks, or grading stops here with the reason: a
-course that cannot grade its own solution would give every student a wrong score.
+the reference, every probe the slowest probe.
+
+Each cell and probe has two budgets of that form: one of CPU time (what the kernel and its
+children, or the harness, used while it ran: nbgrader_worker.py's ``_CpuWatch``, the harness's
+ITIMER_PROF) and one of wall-clock time. The CPU budget is what stops a loop that spins, after
+seconds (its floor is low: CPU time hardly changes with the machine's load); the wall-clock one,
+whose floor stays high because a loaded machine stretches it many times, is what stops code
+that waits (``time.sleep``, a blocking read). An honest submission, even ten times slower than
+the reference, keeps its time on a loaded machine. The reference must score full marks, or
+grading stops here with the reason: a course that cannot grade its own solution would give
+every student a wrong score.
 """
 
 from __future__ import annotations
@@ -30,11 +37,13 @@ from datetime import datetime
 from pathlib import Path
 
 __all__ = ["Budgets", "BudgetError", "measure_budgets", "cell_budget_config",
-           "MULTIPLE", "CELL_FLOOR", "PROBE_FLOOR"]
+           "MULTIPLE", "CELL_FLOOR", "PROBE_FLOOR", "CELL_CPU_FLOOR", "PROBE_CPU_FLOOR"]
 
 MULTIPLE = 10  # a student's code may be this many times slower than the reference
-CELL_FLOOR = 30.0  # seconds: no notebook cell gets less
-PROBE_FLOOR = 10.0  # seconds: no trusted probe gets less
+CELL_FLOOR = 30.0  # seconds: no notebook cell gets less (wall clock)
+PROBE_FLOOR = 10.0  # seconds: no trusted probe gets less (wall clock)
+CELL_CPU_FLOOR = 5.0  # CPU seconds: no notebook cell gets less
+PROBE_CPU_FLOOR = 2.0  # CPU seconds: no trusted probe gets less
 
 
 class BudgetError(RuntimeError):
@@ -43,11 +52,15 @@ class BudgetError(RuntimeError):
 
 @dataclass
 class Budgets:
-    """Seconds per cell (by grade_id; ``other`` for every other cell) and per probe."""
+    """Seconds per cell (by grade_id; ``other_cells`` for every other cell) and per probe, of
+    wall-clock time and (``*_cpu``) of CPU time."""
 
     cells: dict[str, float] = field(default_factory=dict)
     other_cells: float = CELL_FLOOR
     probe: float = PROBE_FLOOR
+    cells_cpu: dict[str, float] = field(default_factory=dict)
+    other_cells_cpu: float = CELL_CPU_FLOOR
+    probe_cpu: float = PROBE_CPU_FLOOR
     measured: dict = field(default_factory=dict)  # the reference's own times, for the record
 
 
@@ -55,8 +68,10 @@ def _budget(seconds: float, floor: float, cap: float) -> float:
     return float(min(cap, max(floor, MULTIPLE * seconds)))
 
 
-def _cell_times(notebook: Path) -> list[tuple[str | None, float]]:
-    """(grade_id, seconds) for each executed code cell of an autograded notebook."""
+def _cell_times(notebook: Path, cpu: bool = False) -> list[tuple[str | None, float]]:
+    """(grade_id, seconds) for each executed code cell of an autograded notebook; ``cpu``: the
+    CPU seconds the nbgrader step noted (``metadata.course.cpu_seconds``) instead of the
+    wall-clock ones."""
     nb = json.loads(notebook.read_text(encoding="utf-8"))
     times = []
     for cell in nb.get("cells", []):
@@ -67,8 +82,18 @@ def _cell_times(notebook: Path) -> list[tuple[str | None, float]]:
         seconds = (datetime.fromisoformat(end.replace("Z", "+00:00"))
                    - datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds()
         grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        times.append((grade_id, max(0.0, seconds)))
+        if cpu:
+            seconds = cell.get("metadata", {}).get("course", {}).get("cpu_seconds")
+            if not isinstance(seconds, (int, float)):
+                raise BudgetError(f"no CPU time noted for cell {grade_id or '?'} of {notebook}")
+        times.append((grade_id, max(0.0, float(seconds))))
     return times
+
+
+def _probe_cpu(results: Path, probes: list[str]) -> list[float]:
+    """CPU seconds of each probe, as the harness noted them in its result files."""
+    return [float(json.loads((results / f"{pid}.json").read_text(encoding="utf-8"))["cpu"])
+            for pid in probes]
 
 
 def _probe_times(results: Path, probes: list[str]) -> list[float]:
@@ -113,7 +138,9 @@ def measure_budgets(root: Path, exercise, template: Path, work: Path, *, isolate
     if failed:
         raise BudgetError(f"the reference solution of {exercise.assignment} fails the trusted "
                           f"check on this machine: {failed}")
-    probes = _probe_times(work / "trusted" / "results", [p["id"] for p in plan.probes])
+    probe_ids = [p["id"] for p in plan.probes]
+    probes = _probe_times(work / "trusted" / "results", probe_ids)
+    probes_cpu = _probe_cpu(work / "trusted" / "results", probe_ids)
     scores, problem = run_nbgrader("_reference", notebook, work / "nbgrader", template=template,
                                    assignment=exercise.assignment, timeout=timeout,
                                    isolate=isolate)
@@ -122,18 +149,26 @@ def measure_budgets(root: Path, exercise, template: Path, work: Path, *, isolate
                           f"marks from nbgrader on this machine: {problem or scores}")
     autograded = (work / "nbgrader" / "autograded" / "_reference" / exercise.assignment
                   / exercise.notebook_name)
-    cells = _cell_times(autograded)
+    cells, cells_cpu = _cell_times(autograded), _cell_times(autograded, cpu=True)
     if not cells:
         raise BudgetError(f"nbgrader recorded no cell times in {autograded}")
     tests = {gid: s for gid, s in cells if gid in exercise.points}
     others = [s for gid, s in cells if gid not in exercise.points]
+    tests_cpu = {gid: s for gid, s in cells_cpu if gid in exercise.points}
+    others_cpu = [s for gid, s in cells_cpu if gid not in exercise.points]
     budgets = Budgets(
         cells={gid: _budget(s, CELL_FLOOR, cell_cap) for gid, s in tests.items()},
         other_cells=_budget(max(others, default=0.0), CELL_FLOOR, cell_cap),
         probe=_budget(max(probes, default=0.0), PROBE_FLOOR, probe_cap),
+        cells_cpu={gid: _budget(s, CELL_CPU_FLOOR, cell_cap) for gid, s in tests_cpu.items()},
+        other_cells_cpu=_budget(max(others_cpu, default=0.0), CELL_CPU_FLOOR, cell_cap),
+        probe_cpu=_budget(max(probes_cpu, default=0.0), PROBE_CPU_FLOOR, probe_cap),
         measured={"test cells": tests, "slowest other cell": max(others, default=0.0),
                   "slowest probe": max(probes, default=0.0),
-                  "notebook": sum(s for _, s in cells)})
+                  "notebook": sum(s for _, s in cells),
+                  "test cells (CPU)": tests_cpu,
+                  "slowest other cell (CPU)": max(others_cpu, default=0.0),
+                  "slowest probe (CPU)": max(probes_cpu, default=0.0)})
     shutil.rmtree(work, ignore_errors=True)
     return budgets
 
@@ -142,8 +177,10 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def cell_budget_config(budgets: Budgets) -> str:
-    """Lines for nbgrader_config.py: nbclient asks ``timeout_func(cell)`` for each cell."""
+    """Lines for nbgrader_config.py: nbclient asks ``timeout_func(cell)`` for each cell's
+    wall-clock budget; the sandboxed worker's GuardedExecute reads the CPU budgets."""
     cells = {gid: round(s, 1) for gid, s in budgets.cells.items() if _SAFE_ID.fullmatch(gid)}
+    cpu = {gid: round(s, 1) for gid, s in budgets.cells_cpu.items() if _SAFE_ID.fullmatch(gid)}
     return (
         "\n# course grade: per-cell budgets measured from the reference solution "
         "(course/grading/budget.py)\n"
@@ -152,7 +189,9 @@ def cell_budget_config(budgets: Budgets) -> str:
         "def _course_cell_budget(cell):\n"
         "    grade_id = cell.get('metadata', {}).get('nbgrader', {}).get('grade_id')\n"
         "    return int(_COURSE_CELL_BUDGETS.get(grade_id, _COURSE_OTHER_CELLS))\n\n\n"
-        "c.Execute.timeout_func = _course_cell_budget\n")
+        "c.Execute.timeout_func = _course_cell_budget\n"
+        f"c.GuardedExecute.cpu_budgets = {cpu!r}\n"
+        f"c.GuardedExecute.cpu_other = {round(budgets.other_cells_cpu, 1)!r}\n")
 
 
 def _cache_file(root: Path, exercise, template: Path, isolate: bool) -> Path:
@@ -167,7 +206,8 @@ def _cache_file(root: Path, exercise, template: Path, isolate: bool) -> Path:
     for part in ((template / "release" / exercise.assignment / exercise.notebook_name)
                  .read_bytes(), solution_code(root, exercise.assignment).encode(),
                  grader_fingerprint().encode(), platform.node().encode(),
-                 f"{isolate} {MULTIPLE} {CELL_FLOOR} {PROBE_FLOOR}".encode()):
+                 f"{isolate} {MULTIPLE} {CELL_FLOOR} {PROBE_FLOOR} cpu {CELL_CPU_FLOOR} "
+                 f"{PROBE_CPU_FLOOR}".encode()):
         digest.update(hashlib.sha256(part).digest())
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     name = f"{exercise.assignment}-{digest.hexdigest()[:16]}.json"
@@ -204,4 +244,7 @@ def budgets_for(root: Path, exercise, template: Path, work: Path, *, isolate: bo
         if lock is not None:
             lock.close()
     return Budgets({gid: min(s, cell_cap) for gid, s in found.cells.items()},
-                   min(found.other_cells, cell_cap), min(found.probe, probe_cap), found.measured)
+                   min(found.other_cells, cell_cap), min(found.probe, probe_cap),
+                   {gid: min(s, cell_cap) for gid, s in found.cells_cpu.items()},
+                   min(found.other_cells_cpu, cell_cap), min(found.probe_cpu, probe_cap),
+                   found.measured)

@@ -117,7 +117,7 @@ def grade_task(job: dict) -> dict:
         notebook.parent.mkdir(parents=True)
         notebook.write_bytes(job["notebook"])
         ctx = _Context(exercise, template, folder / "out", job["isolate"], job["timeout"],
-                       job["probe_seconds"])
+                       job["probe_seconds"], job.get("probe_cpu_seconds"))
         row = _grade_one(Submission(job["student"], notebook), job["sha256"], ctx)
         pages = folder / "out" / "feedback" / job["student"] / exercise.assignment
         feedback = None  # not published (no nbgrader report): leave the old pages alone
@@ -233,7 +233,7 @@ def grade_on_cluster(address: str, todo: list, ctx, *, connect_timeout: float = 
         for sub, sha in todo:
             job = {"student": sub.student_id, "sha256": sha, "template": template,
                    "exercise": ctx.exercise, "isolate": ctx.isolate, "timeout": ctx.timeout,
-                   "probe_seconds": ctx.probe_seconds,
+                   "probe_seconds": ctx.probe_seconds, "probe_cpu_seconds": ctx.probe_cpu_seconds,
                    "notebook": Path(sub.notebook).read_bytes() if sub.notebook else b""}
             if sub.notebook is None:  # nothing to send: the row is the submission's reason
                 yield GradeRow(sub.student_id, ctx.exercise.assignment, 0.0,

@@ -57,6 +57,7 @@ class _Context:
     isolate: bool
     timeout: float
     probe_seconds: float = 30.0  # each trusted probe (budget.py measures it per machine)
+    probe_cpu_seconds: float | None = None  # CPU time of each probe (None: only the clock)
     keep_work: bool = False  # leave each student's whole work folder (for inspection)
 
 
@@ -101,7 +102,7 @@ def _apply_budgets(root: Path, ctx: _Context, work: Path, flat_cells: bool) -> N
     found = budgets_for(root, ctx.exercise, ctx.template, work, isolate=ctx.isolate,
                         timeout=ctx.timeout, cell_cap=float(flat[-1]) if flat else 300.0,
                         probe_cap=ctx.probe_seconds)
-    ctx.probe_seconds = found.probe
+    ctx.probe_seconds, ctx.probe_cpu_seconds = found.probe, found.probe_cpu
     if flat_cells:
         with config.open("a", encoding="utf-8") as f:
             f.write(cell_budget_config(found))
@@ -238,6 +239,7 @@ def _grade_notebook(sub: Submission, ctx: _Context, row: GradeRow) -> None:
     work = notebook.parent
     trusted = trusted_grade(ctx.exercise, notebook, work, timeout=ctx.timeout,
                             isolate=ctx.isolate, probe_seconds=ctx.probe_seconds,
+                            probe_cpu_seconds=ctx.probe_cpu_seconds,
                             keep_work=ctx.keep_work)  # in work/trusted/
     if not ctx.keep_work:
         shutil.rmtree(work / "trusted", ignore_errors=True)  # its inputs and outputs: ~40 MB

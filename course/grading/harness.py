@@ -35,7 +35,7 @@ import traceback
 
 _type, _float, _int, _bool, _tuple, _list, _str = type, float, int, bool, tuple, list, str
 _isinstance, _len, _open, _repr = isinstance, len, open, repr
-_exit, _monotonic, _sleep = os._exit, time.monotonic, time.sleep
+_exit, _monotonic, _sleep, _process_time = os._exit, time.monotonic, time.sleep, time.process_time
 _GRACE = 5.0  # seconds past a probe's alarm before the watchdog ends the process
 _MAX_ITEMS = 16
 
@@ -291,9 +291,17 @@ class Harness:
                 finally:
                     _exit(3)
 
-    def start(self, pid, seconds):
+    def start(self, pid, seconds, cpu_seconds=None):
+        """Alarms for one step: ``seconds`` by the clock, ``cpu_seconds`` of this process's CPU
+        time (ITIMER_PROF: a spinning loop stops after that, however loaded the machine)."""
         self.current = (pid, _monotonic() + seconds)
         signal.setitimer(signal.ITIMER_REAL, seconds)
+        if cpu_seconds:
+            signal.setitimer(signal.ITIMER_PROF, cpu_seconds)
+
+    def stop(self):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
 
     def snapshot(self):
         """What the student's code may tamper with and the harness relies on."""
@@ -353,7 +361,7 @@ class Harness:
             status = {"t": "exception", "name": _type(exc).__name__,
                       "tb": traceback.format_exc(limit=-3)[-1500:]}
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            self.stop()
             self.current = (None, 0.0)
             self.restore()
         if self.calls:
@@ -420,7 +428,7 @@ class Harness:
             setattr(module, attr, forbidden)
         return patched
 
-    def run_probe(self, probe, seconds):
+    def run_probe(self, probe, seconds, cpu_seconds=None):
         pid, counter, calls = probe["id"], [0], []
         self.calls = calls
         seed = probe.get("seed", 0)
@@ -429,7 +437,8 @@ class Harness:
         self.manual_seed(seed)
         handler = {"call": self.probe_call, "scenario": self.probe_scenario}[probe["kind"]]
         patched = self.forbid(probe.get("forbid", []), calls)
-        self.start(pid, seconds)
+        cpu = _process_time()
+        self.start(pid, seconds, cpu_seconds)
         try:
             record = {"status": "ok", **handler(probe, pid, counter)}
         except ProbeTimeout:
@@ -437,12 +446,13 @@ class Harness:
         except BaseException as exc:  # noqa: BLE001
             record = {"status": "error", "error": f"{_type(exc).__name__}: {exc}"[:300]}
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            self.stop()
             for module, attr, original in patched:
                 setattr(module, attr, original)
             self.restore()
         if calls:
             record["forbidden_calls"] = sorted(set(calls))
+        record["cpu"] = _process_time() - cpu  # budget.py reads the reference solution's
         self.write(pid, record)
         self.current = (None, 0.0)
 
@@ -453,11 +463,14 @@ class Harness:
         self.current = (None, 0.0)
         threading.Thread(target=self.watchdog, daemon=True).start()
         signal.signal(signal.SIGALRM, _alarm)
+        signal.signal(signal.SIGPROF, _alarm)
         self.load_sandbox_code()
         self.exec_solution()
         seconds = _float(self.plan.get("probe_seconds", 20))
+        cpu_seconds = self.plan.get("probe_cpu_seconds")
+        cpu_seconds = _float(cpu_seconds) if cpu_seconds else None
         for probe in self.plan["probes"]:
-            self.run_probe(probe, seconds)
+            self.run_probe(probe, seconds, cpu_seconds)
         self.write("done", {"status": "ok"})
 
     def write(self, pid, record):

@@ -21,6 +21,13 @@ the sandbox is killed (``--isolated``: a pid namespace of its own), then the gra
 back and nbgrader saves the scores. The feedback page is then written by this process alone,
 from paths the kernel never saw (a fresh Jupyter data dir: no template it planted is used).
 
+Each cell also has a CPU-time budget (``course grade`` measures the reference solution's, see
+budget.py): ``_CpuWatch`` adds up the CPU time of the kernel and its children while the cell
+runs and interrupts the kernel (SIGINT, as nbclient does at a cell timeout) once the cell has
+used more; nbclient's wall-clock timeout stays as the limit for code that waits instead. A
+spinning loop so costs seconds of CPU, while an honest cell on a loaded machine, slower by the
+clock but not in CPU time, keeps its time.
+
 Everything this process writes is still untrusted unless it exits normally (the kernel could
 kill it and write this folder itself): ``course grade`` uses the result only after a normal
 exit, and only for feedback and to flag disagreements with the trusted scores. Its error is a
@@ -110,25 +117,121 @@ def _after_student_code(nb, resources):
     return nb, resources
 
 
-def _guarded_execute(execute):
-    """nbgrader's Execute, noting the first cell that sends hidden test text to the kernel.
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+CPU_NOTE = ("(stopped: this cell used more than {limit:g} s of CPU time, its limit on this "
+            "machine: {multiple} times what the reference solution needs, or at least "
+            "{floor:g} s)\n")
 
-    Before that cell runs, the outputs of the cells before it are replaced by copies and the
-    kernel's display ids are forgotten: an ``update_display_data`` sent later (by code that has
-    read the hidden tests) cannot rewrite them.
+
+def _cpu_seconds(root: int) -> float:
+    """CPU time of process ``root`` and every process below it (those running, and those it
+    has waited for), in seconds; 0 for a process that is gone."""
+    stats, children = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # it ended while we looked
+        pid, ppid = int(entry), int(fields[1])
+        stats[pid] = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        children.setdefault(ppid, []).append(pid)
+    total, todo, seen = 0, [root], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen or pid not in stats:
+            continue
+        seen.add(pid)
+        total += stats[pid]
+        todo.extend(children.get(pid, ()))
+    return total / _TICKS
+
+
+class _CpuWatch:
+    """Interrupt the kernel when the running cell has used more than ``limit`` s of CPU."""
+
+    def __init__(self, pid: int | None, limit: float | None):
+        import threading
+
+        self.pid, self.limit, self.fired, self.used = pid, limit, False, 0.0
+        self.start = _cpu_seconds(pid) if pid else 0.0
+        self.done = threading.Event()
+        self.thread = None
+        if pid and limit:
+            self.thread = threading.Thread(target=self._watch, daemon=True)
+            self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.done.wait(0.2):
+            self.used = max(self.used, _cpu_seconds(self.pid) - self.start)
+            if self.used > self.limit:
+                self.fired = True
+                try:
+                    os.kill(self.pid, signal.SIGINT)  # ipykernel: KeyboardInterrupt in the cell
+                except OSError:
+                    pass
+                return  # a cell that swallows it meets nbclient's wall-clock timeout
+
+    def stop(self) -> float:
+        """The CPU seconds the cell used (as last seen, if the kernel is gone)."""
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join()
+        if self.pid:
+            self.used = max(self.used, _cpu_seconds(self.pid) - self.start)
+        return self.used
+
+
+def _kernel_pid(client) -> int | None:
+    provisioner = getattr(getattr(client, "km", None), "provisioner", None)
+    pid = getattr(provisioner, "pid", None)
+    return pid if isinstance(pid, int) and pid > 0 else None
+
+
+def _guarded_execute(execute):
+    """nbgrader's Execute, noting the first cell that sends hidden test text to the kernel,
+    and holding each cell to its CPU-time budget (``cpu_budgets`` by grade_id, ``cpu_other``
+    for every other cell; 0: none). The CPU time each cell used is noted in its metadata
+    (``course.cpu_seconds``), which is how budget.py measures the reference solution.
+
+    Before the first hidden-test cell runs, the outputs of the cells before it are replaced by
+    copies and the kernel's display ids are forgotten: an ``update_display_data`` sent later
+    (by code that has read the hidden tests) cannot rewrite them.
     """
+    from traitlets import Dict, Float
 
     def preprocess_cell(self, cell, resources, index):
-        if (_State.first_hidden is None and cell.cell_type == "code"
-                and HIDDEN_MARK in cell.source):
+        if cell.cell_type != "code":
+            return execute.preprocess_cell(self, cell, resources, index)
+        if _State.first_hidden is None and HIDDEN_MARK in cell.source:
             _State.first_hidden = index
             for earlier in self.nb.cells[:index]:
                 if earlier.cell_type == "code":
                     earlier.outputs = copy.deepcopy(earlier.outputs)
             self._display_id_map.clear()
-        return execute.preprocess_cell(self, cell, resources, index)
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        limit = float(self.cpu_budgets.get(grade_id, self.cpu_other)) or None
+        watch = _CpuWatch(_kernel_pid(self), limit)
+        try:
+            return execute.preprocess_cell(self, cell, resources, index)
+        finally:
+            used = watch.stop()
+            cell.metadata.setdefault("course", {})["cpu_seconds"] = round(used, 3)
+            if watch.fired:
+                from nbformat.v4 import new_output
 
-    return type("GuardedExecute", (execute,), {"preprocess_cell": preprocess_cell})
+                from course.grading.budget import CELL_CPU_FLOOR, MULTIPLE
+
+                cell.outputs.append(new_output("stream", name="stderr", text=CPU_NOTE.format(
+                    limit=limit, multiple=MULTIPLE, floor=CELL_CPU_FLOOR)))
+
+    return type("GuardedExecute", (execute,), {
+        "preprocess_cell": preprocess_cell,
+        "cpu_budgets": Dict(help="CPU seconds per test cell, by grade_id").tag(config=True),
+        "cpu_other": Float(0.0, help="CPU seconds of every other cell (0: no limit)").tag(
+            config=True)})
 
 
 def _preprocessor(name: str, function):

@@ -73,7 +73,8 @@ def _all_zero(exercise: GradedExercise, message: str) -> dict[str, CellScore]:
 
 
 def _write_plan(base: Path, exercise: GradedExercise, plan, source: str,
-                probe_seconds: float, exec_seconds: float) -> None:
+                probe_seconds: float, exec_seconds: float,
+                probe_cpu_seconds: float | None = None) -> None:
     (base / "solution.py").write_text(source, encoding="utf-8")
     sandbox_code = exercise.exercise.sandbox_code
     if sandbox_code is not None:
@@ -85,7 +86,8 @@ def _write_plan(base: Path, exercise: GradedExercise, plan, source: str,
         "solution": "solution.py", "sandbox_code": sandbox_code and "sandbox_code.py",
         "setup": setup_imports(exercise.notebook, exercise.solution_id),
         "forbidden": list(exercise.exercise.forbidden),
-        "probes": plan.probes, "probe_seconds": probe_seconds, "exec_seconds": exec_seconds}),
+        "probes": plan.probes, "probe_seconds": probe_seconds, "exec_seconds": exec_seconds,
+        "probe_cpu_seconds": probe_cpu_seconds}),
         encoding="utf-8")
 
 
@@ -145,6 +147,7 @@ def _read_results(base: Path, exercise: GradedExercise, checks: dict,
 def trusted_grade(exercise: GradedExercise, notebook_path, workdir, *, timeout: float = 300,
                   isolate: bool = True, memory_mb: int = 4096,
                   probe_seconds: float = 30, exec_seconds: float = 60,
+                  probe_cpu_seconds: float | None = None,
                   keep_work: bool = False) -> dict[str, CellScore]:
     """Score ``notebook_path``'s solution of ``exercise`` outside the student's process.
 
@@ -153,7 +156,8 @@ def trusted_grade(exercise: GradedExercise, notebook_path, workdir, *, timeout: 
     on the affected cells with the reason in ``message``. Raises SandboxUnavailableError when
     ``isolate`` is True and this machine cannot isolate. ``timeout`` bounds the whole sandboxed
     run, ``probe_seconds`` each call of the student's code (an endless loop in one function
-    only fails the cells that need it), ``exec_seconds`` the setup imports, IPython's
+    only fails the cells that need it) by the clock and ``probe_cpu_seconds`` (None: no such
+    limit) by its CPU time, ``exec_seconds`` the setup imports, IPython's
     transformation of the cell and running it. The work happens in ``workdir``/trusted/,
     which afterwards holds only the results (all the harness wrote with ``keep_work``).
     """
@@ -163,7 +167,7 @@ def trusted_grade(exercise: GradedExercise, notebook_path, workdir, *, timeout: 
         return _all_zero(exercise, str(exc))
     plan, checks = exercise.build_plan()
     base = _fresh_dir(Path(workdir) / "trusted")
-    _write_plan(base, exercise, plan, source, probe_seconds, exec_seconds)
+    _write_plan(base, exercise, plan, source, probe_seconds, exec_seconds, probe_cpu_seconds)
     result = run_sandboxed([sys.executable, "-I", "-B", str(HARNESS), "plan.json"],
                            workdir=base, timeout=timeout, memory_mb=memory_mb,
                            max_output_bytes=64 * 1024, isolate=isolate,
