@@ -331,6 +331,42 @@ def test_timeout_is_recorded(tmp_path):
     assert "timed out" in row.reason
 
 
+def test_the_template_is_prepared_once_per_source(tmp_path, monkeypatch):
+    """nbgrader's generate_assignment runs the first time; afterwards the cached template is
+    copied, until the assignment's source (or nbgrader's configuration) changes."""
+    from course.grading import grade as grading
+    from course.grading import release
+
+    root = tmp_path / "root"
+    shutil.copytree(ROOT / "source" / "01_metrics", root / "source" / "01_metrics")
+    (root / "autograder").mkdir()
+    shutil.copyfile(ROOT / release.CONFIG, root / release.CONFIG)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    calls = []
+    real = release.prepare_course
+    monkeypatch.setattr(release, "prepare_course",
+                        lambda *a: calls.append(a) or real(*a))
+    ex = registry(ROOT)["01_metrics"]
+
+    def prepare(work: str) -> Path:
+        template = grading._prepare_template(root, ex, tmp_path / work, None)
+        assert (template / "gradebook.db").is_file()
+        return template
+
+    first = prepare("a")
+    second = prepare("b")
+    assert len(calls) == 1  # the second came from the cache
+    same = [p.relative_to(first) for p in first.rglob("*") if p.is_file()]
+    assert same and all((second / rel).read_bytes() == (first / rel).read_bytes()
+                        for rel in same)
+    notebook = root / "source" / "01_metrics" / ex.notebook_name
+    notebook.write_text(notebook.read_text().replace("F-score", "F score", 1))
+    prepare("c")
+    assert len(calls) == 2  # a new source: prepared again
+    assert not [p for p in (tmp_path / "cache" / "dl-tuning-course" / "templates").iterdir()
+                if p.name.startswith(".")]  # no half-built template is left
+
+
 def test_unknown_assignment_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no graded exercises"):
         grade("02_data_splits", tmp_path, tmp_path / "out", root=ROOT, isolate=ISOLATE)

@@ -73,6 +73,55 @@ def _check_options(timeout: float, cell_timeout: int | None, isolate: bool) -> N
             raise IsolationUnavailable(why)
 
 
+def _template_key(root: Path, assignment: str) -> str:
+    """A hash of what a prepared template is made from: nbgrader's configuration and version,
+    the assignment's folder in source/ and the code that prepares it."""
+    import hashlib
+
+    import nbgrader
+
+    from course.grading import release
+
+    digest = hashlib.sha256(f"{nbgrader.__version__}\0".encode())
+    src = root / "source" / assignment
+    files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix != ".pyc"
+                   and not {".ipynb_checkpoints", "__pycache__"} & set(p.relative_to(src).parts))
+    for path, name in [(root / release.CONFIG, "config"), (Path(release.__file__), "code"),
+                       *((p, p.relative_to(src).as_posix()) for p in files)]:
+        digest.update(f"{name}\0".encode() + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def _cached_template(root: Path, assignment: str) -> Path | None:
+    """The assignment's template, prepared once per machine and source (nbgrader's
+    generate_assignment takes seconds) under ~/.cache/dl-tuning-course/templates/; None where
+    that folder cannot be written."""
+    import tempfile
+
+    from course.grading.release import prepare_course
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    name = f"{assignment}-{_template_key(root, assignment)}"
+    cached = base / "dl-tuning-course" / "templates" / name
+    if cached.is_dir():
+        return cached
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix=f".{assignment}-", dir=cached.parent))
+    except OSError:
+        return None
+    try:
+        prepare_course(root, [assignment], building / "course")
+        try:
+            (building / "course").rename(cached)  # whole or not at all
+        except OSError:
+            if not cached.is_dir():  # not another process that got there first
+                raise
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return cached
+
+
 def _prepare_template(root: Path, exercise: GradedExercise, work: Path,
                       cell_timeout: int | None) -> Path:
     from course.grading.release import prepare_course
@@ -80,7 +129,11 @@ def _prepare_template(root: Path, exercise: GradedExercise, work: Path,
     template = work / "_template"
     if template.exists():
         shutil.rmtree(template)
-    prepare_course(root, [exercise.assignment], template)
+    cached = _cached_template(root, exercise.assignment)
+    if cached is None:
+        prepare_course(root, [exercise.assignment], template)
+    else:
+        shutil.copytree(cached, template)
     if cell_timeout is not None:
         with (template / "nbgrader_config.py").open("a", encoding="utf-8") as f:
             f.write(f"\n# course grade --cell-timeout\nc.Execute.timeout = {int(cell_timeout)}\n")
