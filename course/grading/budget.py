@@ -209,9 +209,14 @@ def _cache_file(root: Path, exercise, template: Path, isolate: bool) -> Path:
                  f"{isolate} {MULTIPLE} {CELL_FLOOR} {PROBE_FLOOR} cpu {CELL_CPU_FLOOR} "
                  f"{PROBE_CPU_FLOOR}".encode()):
         digest.update(hashlib.sha256(part).digest())
+    return cache_folder("budgets") / f"{exercise.assignment}-{digest.hexdigest()[:16]}.json"
+
+
+def cache_folder(kind: str) -> Path:
+    """Where this machine keeps what ``course grade`` measured or prepared once
+    (``$XDG_CACHE_HOME``, else ~/.cache, then dl-tuning-course/KIND)."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    name = f"{exercise.assignment}-{digest.hexdigest()[:16]}.json"
-    return base / "dl-tuning-course" / "budgets" / name
+    return base / "dl-tuning-course" / kind
 
 
 def budgets_for(root: Path, exercise, template: Path, work: Path, *, isolate: bool,

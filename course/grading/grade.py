@@ -84,8 +84,11 @@ def _template_key(root: Path, assignment: str) -> str:
 
     digest = hashlib.sha256(f"{nbgrader.__version__}\0".encode())
     src = root / "source" / assignment
-    files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix != ".pyc"
-                   and not {".ipynb_checkpoints", "__pycache__"} & set(p.relative_to(src).parts))
+    files = []  # what prepare_course copies: the same patterns left out
+    for folder, dirs, names in os.walk(src):
+        skip = release._IGNORE(folder, dirs + names)
+        dirs[:] = sorted(d for d in dirs if d not in skip)
+        files += [Path(folder) / n for n in sorted(names) if n not in skip]
     for path, name in [(root / release.CONFIG, "config"), (Path(release.__file__), "code"),
                        *((p, p.relative_to(src).as_posix()) for p in files)]:
         digest.update(f"{name}\0".encode() + hashlib.sha256(path.read_bytes()).digest())
@@ -98,11 +101,10 @@ def _cached_template(root: Path, assignment: str) -> Path | None:
     that folder cannot be written."""
     import tempfile
 
+    from course.grading.budget import cache_folder
     from course.grading.release import prepare_course
 
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    name = f"{assignment}-{_template_key(root, assignment)}"
-    cached = base / "dl-tuning-course" / "templates" / name
+    cached = cache_folder("templates") / f"{assignment}-{_template_key(root, assignment)}"
     if cached.is_dir():
         return cached
     try:

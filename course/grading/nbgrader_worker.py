@@ -224,7 +224,8 @@ def _guarded_execute(execute):
 
                 from course.grading.budget import CELL_CPU_FLOOR, MULTIPLE
 
-                cell.outputs.append(new_output("stream", name="stderr", text=CPU_NOTE.format(
+                # stdout: nbgrader zeroes a test cell with stderr; the note decides nothing
+                cell.outputs.append(new_output("stream", name="stdout", text=CPU_NOTE.format(
                     limit=limit, multiple=MULTIPLE, floor=CELL_CPU_FLOOR)))
 
     return type("GuardedExecute", (execute,), {
