@@ -21,6 +21,8 @@ SANDBOX_PLATFORM = sys.platform.startswith("linux")
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
+    if item.stash.get(GROUP_LOST, False):
+        pytest.fail(GROUP_LOST_WHY, pytrace=False)
     if item.get_closest_marker("sandbox") is None:
         return
     ok, why = isolation_available()
@@ -60,14 +62,16 @@ LONGEST_FIRST = [
 ]
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+@pytest.hookimpl(wrapper=True)  # around pytest-xdist's hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
+    grouped = []
     for item in items:
         module = getattr(getattr(item, "module", None), "__name__", "").rsplit(".", 1)[-1]
         groups = {SHARED_WORK[module, name] for name in item.fixturenames
                   if (module, name) in SHARED_WORK}
         for group in sorted(groups)[:1]:
             item.add_marker(pytest.mark.xdist_group(group))
+            grouped.append(item)
 
     def order(item):
         for rank, start in enumerate(LONGEST_FIRST):
@@ -76,6 +80,28 @@ def pytest_collection_modifyitems(config, items):
         return len(LONGEST_FIRST) + (item.get_closest_marker("slow") is None)
 
     items.sort(key=order)  # stable: the tests of one rank keep their order
+    yield
+    _check_groups_reach_xdist(config, grouped)
+
+
+def _check_groups_reach_xdist(config, grouped) -> None:
+    """pytest-xdist passes a test's group to its scheduler as a suffix of the test's id. When
+    the id cannot be changed (pytest 9.2 with pytest-xdist 3.8, pytest-dev/pytest-xdist#1386)
+    the groups are silently ignored: both workers then build the same batch, one of them
+    waiting on its lock, and the suite takes minutes longer. Those tests fail instead, saying
+    why (an error raised here would crash the worker, and its message would be lost)."""
+    if not (os.environ.get("PYTEST_XDIST_WORKER") and config.getvalue("loadgroup")):
+        return
+    for item in grouped:
+        if "@" not in item.nodeid.rpartition("]")[2]:
+            item.stash[GROUP_LOST] = True
+
+
+GROUP_LOST = pytest.StashKey[bool]()
+GROUP_LOST_WHY = (
+    "pytest-xdist ignored this test's xdist_group: this pytest and pytest-xdist cannot group "
+    "tests (pytest-dev/pytest-xdist#1386), so every worker would grade the same batch; "
+    "install the versions pyproject.toml names: pip install -e '.[dev]'")
 
 
 @pytest.fixture(scope="session")
