@@ -148,6 +148,67 @@ def test_the_cpu_watch_leaves_a_waiting_cell_to_the_clock():
         proc.wait()
 
 
+# Run in the sandbox's pid namespace: a "kernel" double-forks a spinning process away from itself
+# (which notes its pid) and waits; the watch runs without, then with the namespace-wide count.
+_KERNEL = r"""
+import os, signal, sys, time
+if os.fork() == 0:
+    if os.fork() == 0:
+        with open("spinner.pid", "w") as fh:
+            fh.write(str(os.getpid()))
+        while True:
+            pass
+    os._exit(0)
+os.wait()
+while not os.path.exists("spinner.pid"):
+    time.sleep(0.01)
+signal.signal(signal.SIGINT, lambda *_: (print("interrupted", flush=True), sys.exit(0)))
+print("ready", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+_WATCH = r"""
+import json, os, signal, subprocess, sys
+from course.grading.nbgrader_worker import _CpuWatch
+found = {}
+for namespace in (False, True):
+    kernel = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stdout=subprocess.PIPE,
+                              text=True)
+    assert kernel.stdout.readline().strip() == "ready"
+    watch = _CpuWatch(kernel.pid, 0.5, namespace=namespace)
+    try:
+        kernel.wait(timeout=100 if namespace else 3)
+    except subprocess.TimeoutExpired:
+        pass
+    found[str(namespace)] = [watch.fired, watch.stop(), kernel.poll() is not None]
+    kernel.kill()
+    kernel.wait()
+    with open("spinner.pid") as fh:
+        os.kill(int(fh.read()), signal.SIGKILL)
+    os.unlink("spinner.pid")
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.sandbox
+def test_in_the_sandbox_a_double_forked_spinner_counts_against_the_cell(tmp_path):
+    """Re-parented to the namespace's init, the spinner is outside the kernel's tree: counted
+    by the tree alone it escapes the cell's budget; counted over the sandbox it does not."""
+    import json
+    import sys
+
+    from course.grading.sandbox import run_sandboxed
+
+    result = run_sandboxed([sys.executable, "-c", _WATCH, _KERNEL], workdir=tmp_path / "w",
+                           timeout=150)
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    fired, _, ended = found["False"]
+    assert not fired and not ended  # 3 s of a spinning core, none of it seen
+    fired, used, ended = found["True"]
+    assert fired and ended and used >= 0.5  # interrupted for the spinner's CPU time
+
+
 def test_cpu_seconds_of_a_process_that_is_gone_is_zero():
     import subprocess
     import sys

@@ -22,11 +22,12 @@ back and nbgrader saves the scores. The feedback page is then written by this pr
 from paths the kernel never saw (a fresh Jupyter data dir: no template it planted is used).
 
 Each cell also has a CPU-time budget (``course grade`` measures the reference solution's, see
-budget.py): ``_CpuWatch`` adds up the CPU time of the kernel and its children while the cell
-runs and interrupts the kernel (SIGINT, as nbclient does at a cell timeout) once the cell has
-used more; nbclient's wall-clock timeout stays as the limit for code that waits instead. A
-spinning loop so costs seconds of CPU, while an honest cell on a loaded machine, slower by the
-clock but not in CPU time, keeps its time.
+budget.py): ``_CpuWatch`` adds up the CPU time of the kernel and its children (with
+``--isolated``, of every process of the sandbox but this one, so that a process double-forked
+away from the kernel still counts) while the cell runs and interrupts the kernel (SIGINT, as
+nbclient does at a cell timeout) once the cell has used more; nbclient's wall-clock timeout
+stays as the limit for code that waits instead. A spinning loop so costs seconds of CPU, while
+an honest cell on a loaded machine, slower by the clock but not in CPU time, keeps its time.
 
 Everything this process writes is still untrusted unless it exits normally (the kernel could
 kill it and write this folder itself): ``course grade`` uses the result only after a normal
@@ -123,9 +124,14 @@ CPU_NOTE = ("(stopped: this cell used more than {limit:g} s of CPU time, its lim
             "{floor:g} s)\n")
 
 
-def _cpu_seconds(root: int) -> float:
+def _cpu_seconds(root: int | None) -> float:
     """CPU time of process ``root`` and every process below it (those running, and those it
-    has waited for), in seconds; 0 for a process that is gone."""
+    has waited for), in seconds; 0 for a process that is gone.
+
+    ``root`` None: of every process of this pid namespace but this one. In the sandbox's own
+    namespace (``--isolated``) that is the kernel's tree and whatever left it: a process the
+    student's code double-forked is re-parented to the namespace's init, outside the kernel's
+    tree, and its time (or, once it is reaped, the init's) still counts."""
     stats, children = {}, {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -138,6 +144,8 @@ def _cpu_seconds(root: int) -> float:
         pid, ppid = int(entry), int(fields[1])
         stats[pid] = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
         children.setdefault(ppid, []).append(pid)
+    if root is None:
+        return sum(t for pid, t in stats.items() if pid != os.getpid()) / _TICKS
     total, todo, seen = 0, [root], set()
     while todo:
         pid = todo.pop()
@@ -150,13 +158,15 @@ def _cpu_seconds(root: int) -> float:
 
 
 class _CpuWatch:
-    """Interrupt the kernel when the running cell has used more than ``limit`` s of CPU."""
+    """Interrupt the kernel when the running cell has used more than ``limit`` s of CPU
+    (``namespace``: counted over the whole pid namespace, see ``_cpu_seconds``)."""
 
-    def __init__(self, pid: int | None, limit: float | None):
+    def __init__(self, pid: int | None, limit: float | None, namespace: bool = False):
         import threading
 
         self.pid, self.limit, self.fired, self.used = pid, limit, False, 0.0
-        self.start = _cpu_seconds(pid) if pid else 0.0
+        self.root = None if namespace else pid
+        self.start = self._seconds()
         self.done = threading.Event()
         self.thread = None
         if pid and limit:
@@ -165,7 +175,7 @@ class _CpuWatch:
 
     def _watch(self) -> None:
         while not self.done.wait(0.2):
-            self.used = max(self.used, _cpu_seconds(self.pid) - self.start)
+            self.used = max(self.used, self._seconds() - self.start)
             if self.used > self.limit:
                 self.fired = True
                 try:
@@ -180,8 +190,11 @@ class _CpuWatch:
         if self.thread is not None:
             self.thread.join()
         if self.pid:
-            self.used = max(self.used, _cpu_seconds(self.pid) - self.start)
+            self.used = max(self.used, self._seconds() - self.start)
         return self.used
+
+    def _seconds(self) -> float:
+        return _cpu_seconds(self.root) if self.pid else 0.0
 
 
 def _kernel_pid(client) -> int | None:
@@ -213,7 +226,7 @@ def _guarded_execute(execute):
             self._display_id_map.clear()
         grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
         limit = float(self.cpu_budgets.get(grade_id, self.cpu_other)) or None
-        watch = _CpuWatch(_kernel_pid(self), limit)
+        watch = _CpuWatch(_kernel_pid(self), limit, namespace=_State.isolated)
         try:
             return execute.preprocess_cell(self, cell, resources, index)
         finally:
