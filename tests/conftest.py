@@ -17,6 +17,12 @@ os.environ.setdefault("COURSE_GRADING_SECRET", "dl-tuning-course/trusted-grader/
 # the sandbox and fail, saying why, where it does not work; elsewhere it cannot exist, so they
 # grade without it, and the tests of the sandbox itself are skipped with that reason.
 SANDBOX_PLATFORM = sys.platform.startswith("linux")
+# A grouped test whose group pytest-xdist did not get (see _check_groups_reach_xdist)
+GROUP_LOST = pytest.StashKey[bool]()
+GROUP_LOST_WHY = (
+    "pytest-xdist ignored this test's xdist_group: this pytest and pytest-xdist cannot group "
+    "tests (pytest-dev/pytest-xdist#1386), so every worker would grade the same batch; "
+    "install the versions pyproject.toml names: pip install -e '.[dev]'")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -96,13 +102,6 @@ def _check_groups_reach_xdist(config, grouped) -> None:
     for item in grouped:
         if "@" not in item.nodeid.rpartition("]")[2]:
             item.stash[GROUP_LOST] = True
-
-
-GROUP_LOST = pytest.StashKey[bool]()
-GROUP_LOST_WHY = (
-    "pytest-xdist ignored this test's xdist_group: this pytest and pytest-xdist cannot group "
-    "tests (pytest-dev/pytest-xdist#1386), so every worker would grade the same batch; "
-    "install the versions pyproject.toml names: pip install -e '.[dev]'")
 
 
 @pytest.fixture(scope="session")

@@ -189,8 +189,7 @@ class _CpuWatch:
         self.done.set()
         if self.thread is not None:
             self.thread.join()
-        if self.pid:
-            self.used = max(self.used, self._seconds() - self.start)
+        self.used = max(self.used, self._seconds() - self.start)
         return self.used
 
     def _seconds(self) -> float:
