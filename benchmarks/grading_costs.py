@@ -16,6 +16,11 @@ wrapped), then splits those steps with sandboxed runs of their parts:
 
 Prints a table of medians (seconds per student); ``--markdown`` prints it as Markdown. A
 script, not a test: the figures depend on the machine and its load.
+
+``--preload-both`` times the steps twice per chapter in the same run, each student's sandboxed
+Pythons started by bubblewrap (``COURSE_PRELOAD=0``) and forked from the preloads
+(``course.grading.preload``, the default as root), and leaves out the parts (which split the
+bubblewrap-started steps only).
 """
 
 from __future__ import annotations
@@ -136,16 +141,22 @@ def main(argv=None) -> int:
     parser.add_argument("--assignments", nargs="*", default=list(registry(ROOT)))
     parser.add_argument("--students", type=int, default=3)
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--preload-both", action="store_true")
     args = parser.parse_args(argv)
     table: dict[str, dict[str, float]] = {}
     for assignment in args.assignments:
-        with tempfile.TemporaryDirectory(prefix="course-costs-") as tmp:
-            work = Path(tmp)
-            found = steps_of_grade(assignment, args.students, work)
-            found.update(parts(assignment, args.students, work))
-        table[assignment] = {k: statistics.median(v) for k, v in found.items()}
-        print(f"{assignment}: " + json.dumps({k: round(v, 2) for k, v in
-                                              table[assignment].items()}), flush=True)
+        for mode in ("bubblewrap", "preloaded") if args.preload_both else ("",):
+            if mode:
+                os.environ["COURSE_PRELOAD"] = "1" if mode == "preloaded" else "0"
+            column = f"{assignment} ({mode})" if mode else assignment
+            with tempfile.TemporaryDirectory(prefix="course-costs-") as tmp:
+                work = Path(tmp)
+                found = steps_of_grade(assignment, args.students, work)
+                if not mode:
+                    found.update(parts(assignment, args.students, work))
+            table[column] = {k: statistics.median(v) for k, v in found.items()}
+            print(f"{column}: " + json.dumps({k: round(v, 2) for k, v in
+                                              table[column].items()}), flush=True)
     names = list(dict.fromkeys(k for col in table.values() for k in col))
     load = os.getloadavg()
     if args.markdown:

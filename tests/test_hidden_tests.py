@@ -121,6 +121,7 @@ def _kill(info):
                     os.kill(int(pid), signal.SIGKILL)
         except (OSError, ValueError):
             pass
+    os.kill(os.getppid(), signal.SIGKILL)  # the kernel's parent: the worker, however started
 get_ipython().events.register("pre_run_cell", _kill)
 ''', None),
     # an nbconvert template planted where Jupyter looks for templates, holding the hidden text

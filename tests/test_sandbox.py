@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from course.grading import sandbox
+from course.grading import preload, sandbox
 from course.grading.sandbox import (
     SandboxUnavailableError,
     isolation_available,
@@ -28,11 +28,26 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
 pytestmark = pytest.mark.sandbox  # tests/conftest.py: fails on Linux without it, skips elsewhere
+_started = {"by": None}  # who starts the Python of run_py: bubblewrap, or a preload's fork
+
+
+@pytest.fixture(autouse=True, params=["bubblewrap", "preload"])
+def started_by(request):
+    """Every test twice: the command started by bubblewrap, and forked from a preload
+    (``course.grading.preload``, what ``course grade`` uses as root) into the same sandbox."""
+    if request.param == "preload":
+        zygote = preload.shared("harness")
+        if zygote is None:
+            pytest.skip("a preload needs the grader to run as root on Linux")
+        _started["by"] = zygote
+    yield request.param
+    _started["by"] = None
 
 
 def run_py(code: str, workdir: Path, **kw):
     kw.setdefault("timeout", 60)
-    return run_sandboxed([PY, "-c", textwrap.dedent(code)], workdir=workdir, **kw)
+    return run_sandboxed([PY, "-c", textwrap.dedent(code)], workdir=workdir,
+                         preload=_started["by"], **kw)
 
 
 def test_runs_a_command_and_captures_its_output(tmp_path):

@@ -205,6 +205,10 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
 
         check_cluster(scheduler, isolate=isolate, connect_timeout=connect_timeout)
     out_dir = Path(out_dir).resolve()
+    if isolate and not scheduler:  # the zygotes import while the template is prepared
+        from course.grading.preload import warm
+
+        warm()
     template = _prepare_template(root, exercise, out_dir / "work", cell_timeout)
     ctx = _Context(exercise, template, out_dir, isolate, timeout, keep_work=keep_work)
     if budgets:

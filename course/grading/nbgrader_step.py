@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from course.grading.nbgrader_worker import ERRORS, RESULT
+from course.grading.preload import shared
 from course.grading.sandbox import run_sandboxed
 
 __all__ = ["run_nbgrader", "parse_scores", "NBGRADER_MEMORY_MB"]
@@ -91,7 +92,8 @@ def run_nbgrader(student: str, notebook: Path, folder: Path, *, template: Path,
          *(["--isolated"] if isolate else [])],
         workdir=folder, timeout=timeout, env=_sandbox_env(folder), isolate=isolate,
         memory_mb=NBGRADER_MEMORY_MB, readable=[p for p in ("/etc/fonts",) if Path(p).is_dir()],
-        keep=None if keep_work else _outputs(student, assignment, notebook.name))
+        keep=None if keep_work else _outputs(student, assignment, notebook.name),
+        preload=shared("notebook") if isolate else None)
     scores, problem = _read_result(folder, result, timeout)
     if not problem and not all(_plain_dirs(folder, top, student, assignment)
                                for top in ("autograded", "feedback")):

@@ -349,6 +349,12 @@ def _configure(api) -> None:
                         _guarded_execute(steps[at]),
                         _preprocessor("AfterStudentCode", _after_student_code)]
     api.config.Autograde.autograde_preprocessors = steps
+    from course.grading import preload
+
+    if preload.IN_FORK:  # the kernel is the fork main() left waiting (forked_kernel.py)
+        from course.grading.forked_kernel import ForkedKernelManager
+
+        api.config.ExecutePreprocessor.kernel_manager_class = ForkedKernelManager
 
 
 def _remove(path: Path) -> None:
@@ -408,6 +414,12 @@ def _grade(api, course_dir: Path, assignment: str, student: str) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    from course.grading import preload
+
+    if preload.IN_FORK:  # first, before anything is read: the kernel-to-be holds no secret
+        from course.grading import forked_kernel
+
+        forked_kernel.prefork()
     from course.lean_imports import skip_unused_format_checkers
 
     skip_unused_format_checkers()  # 1.2 s of nbformat's import, per student

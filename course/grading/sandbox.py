@@ -31,6 +31,11 @@ command left there are removed (so the trusted side never follows a link planted
 and ownership returns to the caller (which also clears setuid bits). With ``keep``, it holds
 only those paths, the command's outputs that the caller reads; nothing else is left on disk.
 
+With ``preload`` (``course grade`` as root), bubblewrap builds the same sandbox but the command
+is not a new interpreter: a fork of a process that has imported torch, nbgrader and the rest
+enters it and runs the command as the sandbox uid, with the same limits (``preload.py``);
+where that fork cannot serve, bubblewrap starts the command as above.
+
 ``isolate=False`` runs the command without namespaces (rlimits, timeout and output cap still
 apply); the grader only does this when the instructor passes ``--no-isolation``.
 """
@@ -58,6 +63,7 @@ from course.grading.limits import (
     rlimits,
     unmount_area,
 )
+from course.grading.preload import STUB
 
 __all__ = [
     "visible_in_sandbox",
@@ -424,14 +430,15 @@ def _signal_name(num: int) -> str:
         return f"signal {num}"
 
 
-def _isolated_command(argv, workdir: Path, area: Path,
-                      readable) -> tuple[list[str], list[int], int | None]:
+def _isolated_command(argv, workdir: Path, area: Path, readable,
+                      uid: int | None = None,
+                      stub_fd: int | None = None) -> tuple[list[str], list[int], int | None]:
     """The bubblewrap command line for ``argv`` (``area`` is seen as ``workdir``), the fds it
     reads /etc/passwd and /etc/group from, and the sandbox uid (None: a user namespace maps the
-    caller's own uid)."""
-    uid = None
+    caller's own uid). With ``stub_fd`` the sandbox runs preload_stub.py instead (as root in
+    it, with no capability but the two the fork needs to drop to ``uid``)."""
     if os.geteuid() == 0:
-        uid = _next_uid()
+        uid = uid or _next_uid()
         _chown_tree(area, uid, uid)
         passwd = f"root:x:0:0:root:/root:/bin/sh\nstudent:x:{uid}:{uid}::{workdir}:/bin/sh\n"
         group = f"root:x:0:\nstudent:x:{uid}:\n"
@@ -445,6 +452,8 @@ def _isolated_command(argv, workdir: Path, area: Path,
         os.lseek(fd, 0, os.SEEK_SET)
         fds.append(fd)
     cmd = _bwrap_args(workdir, area, readable, uid, fds[0], fds[1])
+    if stub_fd is not None:
+        return cmd + [sys.executable, "-I", "-S", str(STUB), str(stub_fd)], fds, uid
     if uid is not None:
         cmd += [shutil.which("setpriv"), f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
                 "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
@@ -573,7 +582,7 @@ def _wait(proc, uid: int | None, timeout: float, max_output_bytes: int, totals: 
 def _run(argv, *, workdir: Path, timeout: float, memory_mb: int, max_procs: int,
          max_output_bytes: int, cpu_seconds: int | None, cpu_total_seconds: float | None,
          file_mb: int, disk_mb: int, max_files: int, keep, env: dict | None,
-         isolate: bool, readable) -> SandboxResult:
+         isolate: bool, readable, preload=None) -> SandboxResult:
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     cpu = int(cpu_seconds if cpu_seconds is not None else max(10, timeout + 10))
@@ -584,28 +593,41 @@ def _run(argv, *, workdir: Path, timeout: float, memory_mb: int, max_procs: int,
         if area is not None:
             _copy_back(workdir, area)
         writable = area or workdir
-        cmd, pass_fds, uid = ([str(a) for a in argv], [], None)
-        if isolate:
-            cmd, pass_fds, uid = _isolated_command(argv, workdir, writable, readable)
         cpu_group = cpu_cgroup() if isolate else None
         cgroups = (make_cgroups(memory_mb, max_procs) if isolate else []) + (
             [cpu_group] if cpu_group else [])
         totals = _Totals(cpu_group, float(cpu_total_seconds or cpu), writable, area is not None,
                          disk_mb, max_files, base)
         start = time.monotonic()
+        preexec = rlimits(memory_mb, cpu, max_procs if isolate else 0, file_mb, tuple(cgroups))
         try:
-            proc = subprocess.Popen(
-                cmd, cwd=workdir, env=_clean_env(workdir, env), stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                pass_fds=pass_fds,
-                preexec_fn=rlimits(memory_mb, cpu, max_procs if isolate else 0, file_mb,
-                                   tuple(cgroups)))
-        finally:
-            for fd in pass_fds:
-                os.close(fd)
-        try:
-            stdout, stderr, timed_out, flooded, over = _wait(proc, uid, timeout,
-                                                             max_output_bytes, totals)
+            handoff = None
+            if isolate and preload is not None and os.geteuid() == 0:
+                uid = _next_uid()
+                handoff = preload.handoff({"argv": [str(a) for a in argv], "uid": uid,
+                                           "env": _clean_env(workdir, env), "cwd": str(workdir),
+                                           "cgroups": [str(g) for g in cgroups]})
+            if handoff is not None:
+                try:
+                    cmd, pass_fds, uid = _isolated_command(argv, workdir, writable, readable,
+                                                           uid, handoff.stub_fd)
+                    proc = _start(cmd, workdir, env, pass_fds + [handoff.stub_fd], preexec)
+                finally:
+                    handoff.release_stub()
+                stdout, stderr, timed_out, flooded, over = _wait(proc, uid, timeout,
+                                                                 max_output_bytes, totals)
+                forked, why = handoff.started()
+                if not forked:  # nothing of the command ran: bubblewrap starts it instead
+                    print(f"course grade: a preloaded start failed ({why}); starting the "
+                          "command afresh", file=sys.stderr)
+                    handoff = None
+            if handoff is None:
+                cmd, pass_fds, uid = ([str(a) for a in argv], [], None)
+                if isolate:
+                    cmd, pass_fds, uid = _isolated_command(argv, workdir, writable, readable)
+                proc = _start(cmd, workdir, env, pass_fds, preexec)
+                stdout, stderr, timed_out, flooded, over = _wait(proc, uid, timeout,
+                                                                 max_output_bytes, totals)
         finally:
             remove_cgroups(cgroups)
         seconds = time.monotonic() - start
@@ -623,11 +645,23 @@ def _run(argv, *, workdir: Path, timeout: float, memory_mb: int, max_procs: int,
                          stderr.decode("utf-8", "replace"), timed_out, reason, seconds)
 
 
+def _start(cmd: list[str], workdir: Path, env: dict | None, pass_fds: list[int], preexec):
+    try:
+        return subprocess.Popen(
+            cmd, cwd=workdir, env=_clean_env(workdir, env), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            pass_fds=pass_fds, preexec_fn=preexec)
+    finally:
+        for fd in pass_fds[:2]:  # the /etc/passwd and /etc/group data (not the stub's socket)
+            os.close(fd)
+
+
 def run_sandboxed(argv, *, workdir, timeout: float, memory_mb: int = 4096, max_procs: int = 512,
                   max_output_bytes: int = 8 * _MB, env: dict | None = None, isolate: bool = True,
                   readable=(), cpu_seconds: int | None = None,
                   cpu_total_seconds: float | None = None, file_mb: int = 256,
-                  disk_mb: int = 512, max_files: int = 10_000, keep=None) -> SandboxResult:
+                  disk_mb: int = 512, max_files: int = 10_000, keep=None,
+                  preload=None) -> SandboxResult:
     """Run ``argv`` with ``workdir`` as its only writable folder and return a SandboxResult.
 
     Parameters
@@ -648,6 +682,9 @@ def run_sandboxed(argv, *, workdir, timeout: float, memory_mb: int = 4096, max_p
     disk_mb, max_files : what all processes together may add to ``workdir``.
     keep : paths (relative to ``workdir``) of the outputs the caller reads; after the run
         ``workdir`` holds only these. None keeps all the command left.
+    preload : a ``preload.Preload`` whose fork runs ``argv`` (``python ... -m MODULE`` or
+        ``python ... SCRIPT``) in the sandbox instead of a new interpreter; used where the
+        caller is root and the preload answers, else ignored.
 
     Raises SandboxUnavailableError when ``isolate`` is True and isolation does not work here.
     """
@@ -660,4 +697,5 @@ def run_sandboxed(argv, *, workdir, timeout: float, memory_mb: int = 4096, max_p
     return _run(argv, workdir=Path(workdir), timeout=timeout, memory_mb=memory_mb,
                 max_procs=max_procs, max_output_bytes=max_output_bytes, cpu_seconds=cpu_seconds,
                 cpu_total_seconds=cpu_total_seconds, file_mb=file_mb, disk_mb=disk_mb,
-                max_files=max_files, keep=keep, env=env, isolate=isolate, readable=readable)
+                max_files=max_files, keep=keep, env=env, isolate=isolate, readable=readable,
+                preload=preload)

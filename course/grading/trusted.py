@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from course.grading.exercises import GradedExercise
+from course.grading.preload import shared
 from course.grading.protocol import Fail, Results
 from course.grading.sandbox import run_sandboxed
 from course.grading.solution_cell import setup_imports, solution_source
@@ -171,7 +172,8 @@ def trusted_grade(exercise: GradedExercise, notebook_path, workdir, *, timeout: 
     result = run_sandboxed([sys.executable, "-I", "-B", str(HARNESS), "plan.json"],
                            workdir=base, timeout=timeout, memory_mb=memory_mb,
                            max_output_bytes=64 * 1024, isolate=isolate,
-                           keep=None if keep_work else ["results"])
+                           keep=None if keep_work else ["results"],
+                           preload=shared("harness") if isolate else None)
     reason = result.reason or ("" if result.returncode == 0 else
                                f"the harness exited with status {result.returncode}")
     return _read_results(base, exercise, checks, reason)

@@ -1,0 +1,146 @@
+"""Preloaded starts (course.grading.preload, forked_kernel): the same sandbox, the same grade.
+
+tests/test_sandbox.py runs every sandbox check twice, started by bubblewrap and forked from a
+preload; here: what a fork falls back to, the kernel forked by the nbgrader step, and the
+grade of a class with and without preloading.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from course.grading import preload
+from course.grading.sandbox import run_sandboxed
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def _root_only():
+    if not preload.preload_wanted():
+        pytest.skip("a preload needs the grader to run as root on Linux (COURSE_PRELOAD unset)")
+
+
+@pytest.mark.sandbox
+def test_a_preloaded_command_starts_warm_in_the_same_sandbox(tmp_path):
+    _root_only()
+    code = textwrap.dedent("""
+        import os, sys, socket
+        warm = "torch" in sys.modules
+        print(json.dumps({"warm": warm, "uid": os.getuid(), "pid1": open("/proc/1/comm").read(),
+                          "host": socket.gethostname(), "cwd": os.getcwd(),
+                          "home": os.environ["HOME"], "root": sorted(os.listdir("/")),
+                          "nnp": [l.split()[1] for l in open("/proc/self/status")
+                                  if l.startswith(("NoNewPrivs", "CapEff", "CapBnd"))],
+                          "own_proc": os.stat("/proc/self/fd").st_uid == os.getuid()}))
+    """)
+    seen = {}
+    for by in ("bubblewrap", "preload"):
+        zygote = preload.shared("harness") if by == "preload" else None
+        res = run_sandboxed([PY, "-c", "import json\n" + code], workdir=tmp_path / by,
+                            timeout=60, preload=zygote)
+        assert res.returncode == 0 and not res.reason, res.stderr
+        seen[by] = json.loads(res.stdout)
+    assert seen["preload"].pop("warm") is True and seen["bubblewrap"].pop("warm") is False
+    for view in seen.values():
+        assert view["uid"] != 0 and view["host"] == "sandbox"
+        assert view["nnp"] == ["0000000000000000", "0000000000000000", "1"]
+        view.pop("uid"), view.pop("cwd"), view.pop("home")
+    assert seen["preload"] == seen["bubblewrap"]
+
+
+@pytest.mark.sandbox
+def test_a_preload_that_cannot_serve_leaves_the_start_to_bubblewrap(tmp_path, capfd):
+    _root_only()
+    broken = preload.Preload("no-such-kind")  # its imports fail: it says so and serves nothing
+    try:
+        res = run_sandboxed([PY, "-c", "import sys; print('torch' in sys.modules)"],
+                            workdir=tmp_path, timeout=60, preload=broken)
+        assert res.returncode == 0 and res.stdout == "False\n", res.stderr
+        assert "KeyError" in broken.problem
+    finally:
+        broken.close()
+    # a command the preloaded modules would leave too little address space: started afresh
+    res = run_sandboxed([PY, "-c", "import sys; print('torch' in sys.modules)"],
+                        workdir=tmp_path, timeout=60, memory_mb=1024,
+                        preload=preload.shared("harness"))
+    assert res.returncode == 0 and res.stdout == "False\n", res.stderr
+    assert "MB of the command's 1024 MB of address space" in capfd.readouterr().err
+
+
+FORKED_KERNEL = """
+import json, os, sys
+import torch  # what the step has imported when it forks the kernel-to-be
+from course.grading import forked_kernel
+forked_kernel.prefork()
+waiting = forked_kernel._waiting[0]
+import nbformat
+from nbclient import NotebookClient
+cells = ["import os, sys; print(os.getpid(), 'torch' in sys.modules, os.getcwd())",
+         "import numpy as np; print(os.environ.get('MARK'), sys.path[0] == os.getcwd())"]
+nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+os.environ["MARK"] = "from-the-launch"
+first = NotebookClient(nb, kernel_manager_class=forked_kernel.ForkedKernelManager,
+                       resources={"metadata": {"path": sys.argv[1]}}, timeout=60).execute()
+again = NotebookClient(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cells[0])]),
+                       kernel_manager_class=forked_kernel.ForkedKernelManager,
+                       resources={"metadata": {"path": sys.argv[1]}}, timeout=60).execute()
+out = lambda nb, i: nb.cells[i].outputs[0]["text"].split()
+print(json.dumps({"waiting": waiting, "first": out(first, 0), "env": out(first, 1),
+                  "again": out(again, 0)}))
+"""
+
+
+def test_the_nbgrader_steps_kernel_is_the_fork_left_waiting(tmp_path):
+    folder = tmp_path / "notebook folder"
+    folder.mkdir()
+    res = subprocess.run([PY, "-c", FORKED_KERNEL, str(folder)], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    seen = json.loads(res.stdout.splitlines()[-1])
+    pid, warm, cwd = seen["first"][0], seen["first"][1], " ".join(seen["first"][2:])
+    assert int(pid) == seen["waiting"] and warm == "True" and cwd == str(folder)
+    assert seen["env"] == ["from-the-launch", "True"]  # the launch's environment and sys.path
+    # a second kernel is launched as jupyter_client launches one: a fresh interpreter
+    assert int(seen["again"][0]) != seen["waiting"] and seen["again"][1] == "False"
+
+
+@pytest.mark.sandbox
+@pytest.mark.slow
+def test_the_grade_is_the_same_preloaded_or_not(tmp_path, monkeypatch):
+    """Two chapter-1 submissions, each step run both ways: the same scores and messages."""
+    _root_only()
+    from course.grading.exercises import exercise_for
+    from course.grading.grade import _prepare_template
+    from course.grading.nbgrader_step import run_nbgrader
+    from course.grading.samples import write_samples
+    from course.grading.trusted import trusted_grade
+
+    exercise = exercise_for("01_metrics", ROOT)
+    template = _prepare_template(ROOT, exercise, tmp_path / "template", None)
+    subs = tmp_path / "subs"
+    write_samples(ROOT, "01_metrics", subs)
+    grades = {}
+    for by in ("preload", "bubblewrap"):
+        if by == "bubblewrap":
+            monkeypatch.setenv("COURSE_PRELOAD", "0")
+        for student in ("solution", "f-beta-not-squared"):
+            notebook = subs / student / exercise.notebook_name
+            work = tmp_path / by / student
+            trusted = trusted_grade(exercise, notebook, work, timeout=300)
+            scores, problem = run_nbgrader(student, notebook, work / "nbgrader",
+                                           template=template, assignment="01_metrics",
+                                           timeout=300, isolate=True)
+            grades[by, student] = (trusted, scores, problem)
+    for student in ("solution", "f-beta-not-squared"):
+        assert grades["preload", student] == grades["bubblewrap", student]
+    trusted, scores, problem = grades["preload", "solution"]
+    assert not problem and all(c.passed for c in trusted.values()) and sum(scores.values()) == 6
+    trusted, scores, problem = grades["preload", "f-beta-not-squared"]
+    assert not problem and sum(scores.values()) == sum(c.points for c in trusted.values()) < 6
