@@ -122,6 +122,25 @@ def time_course_grade(assignments: list[str], subs: dict[str, Path], work: Path,
     return times, rows
 
 
+def check_rows(rows: dict[str, list[str]], kinds: dict[str, dict[str, str]]) -> None:
+    """Every row graded and right: a solution gets full marks and no flag, a mistake less
+    (a fast wrong grading is no result). A mistake may be flagged: nbgrader's visible tests
+    can pass what the trusted checks fail."""
+    import csv
+
+    for assignment, lines in rows.items():
+        found = list(csv.reader(lines))
+        if len(found) != len(kinds[assignment]):
+            raise SystemExit(f"{assignment}: {len(found)} rows for {len(kinds[assignment])}")
+        for student, _, score, max_score, status, reason, _, flagged in found:
+            kind = kinds[assignment][student]
+            full = float(score) == float(max_score)
+            solution = kind == "solution"
+            if status != "graded" or full != solution or (solution and flagged == "True"):
+                raise SystemExit(f"{assignment} {student} ({kind}): {score}/{max_score} "
+                                 f"{status} flagged={flagged} {reason}")
+
+
 def _dask(args: list[str], log: Path) -> subprocess.Popen:
     return subprocess.Popen([str(Path(sys.executable).parent / "dask"), *args],
                             stdout=log.open("wb"), stderr=subprocess.STDOUT,
@@ -206,6 +225,7 @@ def main(argv=None) -> int:
         t_budget = measure_budgets(args.assignments, work)
         print("course grade (isolated):", flush=True)
         t_cg, rows = time_course_grade(args.assignments, subs, work, args.workers)
+        check_rows(rows, kinds)
         t_dask = {}
         if args.dask:
             print(f"course grade --scheduler ({args.dask}, local Dask cluster):", flush=True)
@@ -250,7 +270,9 @@ Machine: {os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()},
 {table}
 | **total** | {n} | **{total_nb:.1f}** | **{total_cg:.1f}** | **{ratio:.2f}** |
 
-Ratio = serial nbgrader time / `course grade` time (above 1: `course grade` is faster).
+Ratio = serial nbgrader time / `course grade` time (above 1: `course grade` is faster). Every
+row of `course grade` was checked after its run: graded, full marks and no flag for each
+solution, less for each mistake.
 Before the timed runs, `course grade` measured each chapter's time budgets on this machine by
 grading the reference solution once (what it does the first time it grades a chapter on a
 machine; cached afterwards): {budget_text} s.
