@@ -42,6 +42,8 @@ def prefork() -> None:
 
 
 def _become_kernel(read: int) -> None:
+    from course.grading.preload import exit_now, exit_status
+
     code = 0
     try:
         with os.fdopen(read, "rb") as fh:
@@ -67,18 +69,13 @@ def _become_kernel(read: int) -> None:
 
         kernelapp.launch_new_instance()
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
+        code = exit_status(exc)
     except BaseException:  # noqa: BLE001 - as an interpreter would: traceback, status 1
         import traceback
 
         traceback.print_exc()
         code = 1
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        try:
-            stream.flush()
-        except (AttributeError, OSError, ValueError):
-            pass
-    os._exit(code)
+    exit_now(code)
 
 
 class _Forked:

@@ -39,7 +39,6 @@ a partial score (a test cell whose output is a number) is refused.
 from __future__ import annotations
 
 import copy
-import ctypes
 import json
 import os
 import shutil
@@ -70,7 +69,6 @@ _ERROR_SIGNS = [("DeadKernelError", "kernel-died"), ("Kernel died", "kernel-died
                 ("SchemaTooNewError", "schema"), ("SchemaTooOldError", "schema"),
                 ("NotJSONError", "notebook"), ("NotebookValidationError", "notebook")]
 MIN_SCRUB = 12  # shorter hidden lines (`assert x`) are too common to replace everywhere
-_PR_SET_DUMPABLE = 4
 
 
 class _State:
@@ -85,8 +83,10 @@ class _State:
 def _hide_from_kernel(nb, resources):
     """Before the kernel starts: the gradebook and nbgrader's sanitised notebook leave the disk
     (both were read already), and this process's memory becomes unreadable to the kernel."""
+    from course.grading.preload import set_dumpable
+
     try:
-        ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+        set_dumpable(False)
     except (OSError, AttributeError):
         pass
     gradebook = _State.course_dir / "gradebook.db"

@@ -342,12 +342,47 @@ def _check_room(limit: int) -> None:
                       f"{limit >> 20} MB of address space")
 
 
-def _setns(fd: int) -> None:
+def libc():
+    """The C library through ctypes, keeping errno (for what ``os`` lacks: setns, prctl)."""
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, 0) != 0:  # os.setns is Python 3.12's
-        raise OSError(ctypes.get_errno(), "setns")
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    import ctypes
+
+    if result != 0:
+        raise OSError(ctypes.get_errno(), what)
+
+
+def set_dumpable(dumpable: bool) -> None:
+    """prctl(PR_SET_DUMPABLE): whether processes of this uid may read this one's memory and
+    /proc files."""
+    _check(libc().prctl(_PR_SET_DUMPABLE, int(dumpable), 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
+
+
+def exit_status(exc: SystemExit) -> int:
+    """The status the interpreter exits with for ``exc`` (printing a message it carries)."""
+    if exc.code is None or isinstance(exc.code, int):
+        return exc.code or 0
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def exit_now(code: int):
+    """Flush what Python buffered of stdout and stderr, then end this process (a fork: no
+    interpreter teardown, whose atexit handlers and finalizers belong to its parent)."""
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def _setns(fd: int) -> None:
+    _check(libc().setns(fd, 0), "setns")  # os.setns is Python 3.12's
 
 
 def _say(sock: socket.socket, word: str) -> None:
@@ -366,18 +401,17 @@ def _prlimit(pid: int, name: str):
 def _drop_privileges(uid: int) -> None:
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
+    c = libc()
     for cap in range(64):  # as setpriv --bounding-set=-all
-        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() == 22:
+        if c.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() == 22:
             break  # past the last capability this kernel knows
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)  # from root to another uid: no capabilities left
-    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    _check(c.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
     # the uid change made this process non-dumpable; an exec would have made it dumpable
     # again (its /proc files its own, as for any process the sandbox uid starts)
-    libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
+    set_dumpable(True)
     with open("/proc/self/status") as fh:
         caps = {k: v.strip() for k, v in (line.split(":", 1) for line in fh if ":" in line)}
     if any(int(caps.get(k, "0"), 16) for k in ("CapInh", "CapPrm", "CapEff", "CapAmb")):
@@ -410,13 +444,7 @@ def _run(request: dict, stdio: list[int], procs: list[int], limits: dict, ready:
     except BaseException as exc:  # noqa: BLE001 - before the command: the grader's fault
         os.write(2, f"course grade: entering the sandbox failed: {exc}\n".encode())
         os._exit(125)
-    code = _command(request["argv"])
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
+    exit_now(_command(request["argv"]))
 
 
 def _command(argv: list[str]) -> int:
@@ -447,9 +475,7 @@ def _command(argv: list[str]) -> int:
                 runpy.run_path(args[0], run_name="__main__")
             code = 0
         except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            if exc.code is not None and not isinstance(exc.code, int):
-                print(exc.code, file=sys.stderr)
+            code = exit_status(exc)
         except BaseException:  # noqa: BLE001 - as the interpreter does: traceback, status 1
             traceback.print_exc()
             code = 1

@@ -601,33 +601,32 @@ def _run(argv, *, workdir: Path, timeout: float, memory_mb: int, max_procs: int,
         start = time.monotonic()
         preexec = rlimits(memory_mb, cpu, max_procs if isolate else 0, file_mb, tuple(cgroups))
         try:
-            handoff = None
+            handoff, uid = None, None
             if isolate and preload is not None and os.geteuid() == 0:
                 uid = _next_uid()
                 handoff = preload.handoff({"argv": [str(a) for a in argv], "uid": uid,
                                            "env": _clean_env(workdir, env), "cwd": str(workdir),
                                            "cgroups": [str(g) for g in cgroups]})
-            if handoff is not None:
-                try:
-                    cmd, pass_fds, uid = _isolated_command(argv, workdir, writable, readable,
-                                                           uid, handoff.stub_fd)
-                    proc = _start(cmd, workdir, env, pass_fds + [handoff.stub_fd], preexec)
-                finally:
-                    handoff.release_stub()
-                stdout, stderr, timed_out, flooded, over = _wait(proc, uid, timeout,
-                                                                 max_output_bytes, totals)
-                forked, why = handoff.started()
-                if not forked:  # nothing of the command ran: bubblewrap starts it instead
-                    print(f"course grade: a preloaded start failed ({why}); starting the "
-                          "command afresh", file=sys.stderr)
-                    handoff = None
-            if handoff is None:
-                cmd, pass_fds, uid = ([str(a) for a in argv], [], None)
+            while True:  # the preload's fork, or bubblewrap's own start where none can serve
+                stub_fd = handoff.stub_fd if handoff is not None else None
+                cmd, pass_fds = [str(a) for a in argv], []
                 if isolate:
-                    cmd, pass_fds, uid = _isolated_command(argv, workdir, writable, readable)
-                proc = _start(cmd, workdir, env, pass_fds, preexec)
+                    cmd, pass_fds, uid = _isolated_command(argv, workdir, writable, readable,
+                                                           uid, stub_fd)
+                try:
+                    proc = _start(cmd, workdir, env,
+                                  pass_fds + ([stub_fd] if stub_fd is not None else []), preexec)
+                finally:
+                    if handoff is not None:
+                        handoff.release_stub()
                 stdout, stderr, timed_out, flooded, over = _wait(proc, uid, timeout,
                                                                  max_output_bytes, totals)
+                forked, why = handoff.started() if handoff is not None else (True, "")
+                if forked:
+                    break
+                print(f"course grade: a preloaded start failed ({why}); starting the command "
+                      "afresh", file=sys.stderr)  # nothing of the command ran
+                handoff, uid = None, None
         finally:
             remove_cgroups(cgroups)
         seconds = time.monotonic() - start
@@ -682,9 +681,9 @@ def run_sandboxed(argv, *, workdir, timeout: float, memory_mb: int = 4096, max_p
     disk_mb, max_files : what all processes together may add to ``workdir``.
     keep : paths (relative to ``workdir``) of the outputs the caller reads; after the run
         ``workdir`` holds only these. None keeps all the command left.
-    preload : a ``preload.Preload`` whose fork runs ``argv`` (``python ... -m MODULE`` or
-        ``python ... SCRIPT``) in the sandbox instead of a new interpreter; used where the
-        caller is root and the preload answers, else ignored.
+    preload : a ``preload.Preload`` whose fork runs ``argv`` (``python ... -m MODULE``,
+        ``python ... -c CODE`` or ``python ... SCRIPT``) in the sandbox instead of a new
+        interpreter; used where the caller is root and the preload answers, else ignored.
 
     Raises SandboxUnavailableError when ``isolate`` is True and isolation does not work here.
     """
