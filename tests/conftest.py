@@ -8,6 +8,11 @@ import pytest
 
 from course.cifar import write_fake_cifar10
 from course.grading.sandbox import isolation_available
+from course.lean_imports import skip_unused_format_checkers
+
+# What the `course` command does (course/lean_imports.py): the tests that read notebooks or
+# gradebooks in this process skip the format checkers' parsers (about 3 s per pytest worker).
+skip_unused_format_checkers()
 
 # The trusted inputs derive from the grading secret; tests use a fixed one (the value the
 # grader used before secrets were per course), so their inputs never depend on the machine.

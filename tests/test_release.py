@@ -12,6 +12,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from course.grading.exercises import registry
 from course.grading.release import (
     ReleaseError,
+    _venv_on_path,
+    alembic_head_in_process,
     assignments,
     check_release_up_to_date,
     release,
@@ -23,6 +25,30 @@ EXERCISES = registry(ROOT)
 
 def _grade_id(cell) -> str:
     return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id", "")
+
+
+def test_a_new_gradebook_is_stamped_with_what_the_alembic_command_says(tmp_path, monkeypatch):
+    """nbgrader asks `alembic heads` for a new gradebook's revision; ours answers in process
+    (no command runs), the same revision, and the database is stamped with it."""
+    import sqlite3
+    import subprocess
+
+    import nbgrader.api
+
+    alembic_head_in_process()
+    nbgrader.api.get_alembic_version.cache_clear()
+
+    def no_command(*args, **kwargs):
+        raise AssertionError(f"a command ran: {args}")
+
+    with monkeypatch.context() as m:
+        m.setattr(nbgrader.api.sp, "check_output", no_command)
+        with nbgrader.api.Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}", "c"):
+            pass
+    with _venv_on_path(), nbgrader.api._temp_alembic_ini("sqlite:////tmp/gb.db") as ini:
+        expected = subprocess.check_output(["alembic", "-c", ini, "heads"], text=True).split()[0]
+    with sqlite3.connect(tmp_path / "gradebook.db") as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(expected,)]
 
 
 @pytest.mark.slow

@@ -205,15 +205,6 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
 
         check_cluster(scheduler, isolate=isolate, connect_timeout=connect_timeout)
     out_dir = Path(out_dir).resolve()
-    if isolate and not scheduler:  # the zygotes import while the template is prepared
-        from course.grading.preload import warm
-
-        warm()
-    template = _prepare_template(root, exercise, out_dir / "work", cell_timeout)
-    ctx = _Context(exercise, template, out_dir, isolate, timeout, keep_work=keep_work)
-    if budgets:
-        _apply_budgets(root, ctx, out_dir / "work" / "_reference",
-                       flat_cells=cell_timeout is None)
     subs = collect(Path(submissions), assignment, out_dir / "work" / "_unpacked")
     done = {(r.student_id, r.sha256): r for r in read_results(out_dir)
             if r.assignment == assignment and r.status == "graded"}
@@ -221,6 +212,15 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
     rows = [GradeRow(**{**asdict(done[sub.student_id, sha]), "resumed": True})
             for sub, sha in hashed if (sub.student_id, sha) in done]
     todo = [(sub, sha) for sub, sha in hashed if (sub.student_id, sha) not in done]
+    if isolate and not scheduler and todo:  # the zygotes import while the template is
+        from course.grading.preload import warm  # prepared (a resumed run may need none)
+
+        warm()
+    template = _prepare_template(root, exercise, out_dir / "work", cell_timeout)
+    ctx = _Context(exercise, template, out_dir, isolate, timeout, keep_work=keep_work)
+    if budgets and todo:  # (nothing left to grade: no reference to time)
+        _apply_budgets(root, ctx, out_dir / "work" / "_reference",
+                       flat_cells=cell_timeout is None)
     for done_count, row in enumerate(rows, 1):
         if on_row:
             on_row(row, done_count, len(subs))

@@ -89,10 +89,10 @@ def open_gradebook(db_url: str, course_id: str):
     """nbgrader's Gradebook at ``db_url`` (created if new), closed afterwards."""
     from nbgrader.api import Gradebook
 
-    from course.grading.release import _venv_on_path
+    from course.grading.release import alembic_head_in_process
 
-    with _venv_on_path():  # a new gradebook asks the `alembic` command for its version
-        gb = Gradebook(db_url, course_id)
+    alembic_head_in_process()  # a new gradebook's revision, without a new Python
+    gb = Gradebook(db_url, course_id)
     try:
         yield gb
     finally:
