@@ -192,3 +192,15 @@ def test_course_release_stops_when_a_graded_cell_has_no_trusted_check(tmp_path, 
     assert "test cells (test_double) but no module in course/grading/exercises/" in err
     assert "there is no source/01_metrics/" in err  # and the course's own modules, no notebook
     assert not (tmp_path / "release").exists()
+
+
+@pytest.mark.parametrize("folder", ["source", "release"])
+def test_every_notebook_is_valid_for_its_nbformat_version(folder):
+    """A cell id in an nbformat 4.4 notebook (ids came with 4.5) makes it invalid: Jupyter
+    warns on opening it, and nbformat.validate refuses what is built from it."""
+    for path in sorted((ROOT / folder).glob("*/*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        try:
+            nbformat.validate(nb)
+        except nbformat.ValidationError as err:
+            pytest.fail(f"{path.relative_to(ROOT)}: {err.message}")
