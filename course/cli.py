@@ -253,7 +253,7 @@ def cmd_all(args) -> int:
     from course.grading.exercises import registry
     from course.grading.grade import grade
     from course.grading.release import check_release_up_to_date
-    from course.grading.samples import write_samples
+    from course.grading.samples import ci_parameters_of, write_samples
     from course.grading.sandbox import isolation_available
     from course.notebooks import discover, find_root, run_notebooks
 
@@ -275,8 +275,8 @@ def cmd_all(args) -> int:
     print("\n".join(stale) if stale else "up to date")
     failures += stale
 
-    print("\n== 3/3 sample submissions graded with `course grade` "
-          "(autograder/samples/)", flush=True)
+    print("\n== 3/3 sample submissions graded with `course grade` (autograder/samples/"
+          f"{'; their experiments at the CI parameters' if args.ci else ''})", flush=True)
     isolate, why = isolation_available()
     if not isolate:
         print(f"note: no sandbox here ({why}); grading the course's own samples without "
@@ -286,7 +286,8 @@ def cmd_all(args) -> int:
         subs, graded = out_dir / "samples" / assignment, out_dir / "graded" / assignment
         for folder in (subs, graded):
             shutil.rmtree(folder, ignore_errors=True)
-        kinds = write_samples(root, assignment, subs)
+        kinds = write_samples(root, assignment, subs,
+                              ci_parameters_of(root, assignment) if args.ci else None)
         rows = grade(assignment, subs, graded, root=root, workers=args.workers, isolate=isolate)
         table += [(assignment, r.student_id, f"{r.score:g}/{r.max_score:g}", r.status,
                    r.reason[:60]) for r in rows]

@@ -34,7 +34,7 @@ import pytest
 from filelock import FileLock
 
 from course.grading.exercises import registry
-from course.grading.samples import solution_code
+from course.grading.samples import ci_parameters_of, solution_code, with_parameters
 from course.grading.sandbox import isolation_available
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,9 +156,14 @@ EDITS = {"tests_to_pass": _tests_to_pass, "unlock_tests": _unlock_tests,
          "strip_all_metadata": _strip_all_metadata, "schema_99": _schema_99}
 
 
-def build_notebook(assignment: str, solution: str, sections, edits, fill) -> nbformat.NotebookNode:
+def build_notebook(assignment: str, solution: str, sections, edits, fill,
+                   small: bool = True) -> nbformat.NotebookNode:
+    """The released notebook as the recipe hands it in; ``small``: its experiments at the
+    chapter's CI parameters (an attack is the same at any size; honest students are not)."""
     spec = EXERCISES[assignment]
     nb = nbformat.read(ROOT / "release" / assignment / spec.notebook_name, as_version=4)
+    if small:
+        nb = with_parameters(nb, ci_parameters_of(ROOT, assignment))
     index = next(i for i, c in enumerate(nb.cells) if _nbg(c).get("grade_id") == spec.solution_id)
     if solution == "correct":
         nb.cells[index].source = solution_code(ROOT, assignment)
@@ -217,6 +222,8 @@ class Listener:
 GRADE_BATCH = """
 import json, sys
 from dataclasses import asdict
+from course.lean_imports import skip_unused_format_checkers
+skip_unused_format_checkers()  # as the `course` command does
 from course.grading.grade import grade
 assignment, subs, out, dump, root, workers, timeout, cell_timeout = sys.argv[1:]
 rows = grade(assignment, subs, out, root=root, workers=int(workers), isolate=True,
@@ -238,7 +245,7 @@ def _write_batch(assignment, subs, fill, canary) -> dict[str, tuple[float, str]]
         return {}
     for name, (a, solution, expect) in HONEST.items():
         if a == assignment:
-            nb = build_notebook(a, solution, [], [], fill)
+            nb = build_notebook(a, solution, [], [], fill, small=False)
             nb.cells.append(nbformat.v4.new_markdown_cell(f"My own work: {canary}"))
             notebooks[name] = (nb, expect)
     students = {}

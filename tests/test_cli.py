@@ -80,3 +80,29 @@ def test_samples_put_each_kind_into_the_released_notebook(tmp_path):
                                     f"{kind}.py").read_text()
     with pytest.raises(ValueError, match="f_arithmetic_mean"):
         sample_notebook(root, "01_metrics", "no_such_mistake")
+
+
+def test_samples_with_parameters_set_them_as_papermill_does(tmp_path):
+    """With the CI parameters, a sample is the same notebook plus papermill's injected cell
+    right after the `parameters` cell, and valid nbformat."""
+    import nbformat
+
+    from course.grading.exercises import registry
+    from course.grading.samples import ci_parameters_of, sample_notebook
+    from course.notebooks import find_root
+
+    root = find_root()
+    for assignment in registry(root):
+        params = ci_parameters_of(root, assignment)
+        assert params["CHECK_CLAIMS"] is False, assignment
+        plain = sample_notebook(root, assignment, "solution")
+        small = sample_notebook(root, assignment, "solution", params)
+        nbformat.validate(small)
+        at = next(i for i, c in enumerate(plain.cells)
+                  if "parameters" in c.metadata.get("tags", []))
+        injected = small.cells.pop(at + 1)
+        assert injected.metadata.tags == ["injected-parameters"]
+        assert small.cells == plain.cells
+        namespace = {}
+        exec(injected.source, namespace)  # noqa: S102 - the cell papermill would run
+        assert {k: namespace[k] for k in params} == params

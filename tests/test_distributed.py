@@ -24,10 +24,11 @@ from course.grading.distributed import ClusterError
 from course.grading.exercises import exercise_for
 from course.grading.grade import grade
 from course.grading.results import read_results
-from course.grading.samples import mistakes, sample_notebook
+from course.grading.samples import ci_parameters_of, mistakes, sample_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENT = "01_metrics"
+SMALL = ci_parameters_of(ROOT, ASSIGNMENT)  # experiments at CI size: rows and faults count here
 DASK = Path(sys.executable).parent / "dask"
 
 
@@ -89,7 +90,7 @@ def _batch(folder: Path, n: int) -> dict[str, str]:
     for i in range(n):
         student, kind = f"s{i:02d}", kinds[i % 2 and 1 + (i // 2) % (len(kinds) - 1)]
         (folder / student).mkdir(parents=True)
-        nbformat.write(sample_notebook(ROOT, ASSIGNMENT, kind), folder / student / notebook)
+        nbformat.write(sample_notebook(ROOT, ASSIGNMENT, kind, SMALL), folder / student / notebook)
         batch[student] = kind
     return batch
 

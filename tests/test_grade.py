@@ -25,7 +25,7 @@ from course.grading.exercises import registry
 from course.grading.grade import grade
 from course.grading.nbgrader_step import parse_scores
 from course.grading.results import CSV_COLUMNS, GradeRow, csv_safe, read_results
-from course.grading.samples import mistakes, sample_notebook
+from course.grading.samples import ci_parameters_of, mistakes, sample_notebook
 from course.grading.submissions import collect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,8 +101,10 @@ def _grade_id(cell) -> str:
 
 
 def submission(assignment: str, what: str, how: str = "folder"):
-    """The released notebook with ``what`` in the solution cell ("release": left as released)."""
-    nb = sample_notebook(ROOT, assignment, what)
+    """The released notebook with ``what`` in the solution cell ("release": left as released),
+    its experiments at the chapter's CI parameters (what is checked here is the same at any
+    size; the honest students of test_adversarial.py hand in full-size notebooks)."""
+    nb = sample_notebook(ROOT, assignment, what, ci_parameters_of(ROOT, assignment))
     if how == "tamper-tests":
         tests = [c for c in nb.cells if _grade_id(c) in EXERCISES[assignment].points]
         for cell in tests[::2]:

@@ -34,7 +34,7 @@ from course.grading.gradebook import (
     recorded,
 )
 from course.grading.results import read_results
-from course.grading.samples import write_samples
+from course.grading.samples import ci_parameters_of, write_samples
 from course.grading.sandbox import isolation_available
 from course.notebooks import find_root
 
@@ -83,7 +83,7 @@ def graded_class(shared_dir) -> tuple[Path, Path, Path]:
         if not (out / "done").exists():
             _course_copy(root)
             every = shared_dir / "gradebook-samples"
-            write_samples(root, ASSIGNMENT, every)
+            write_samples(root, ASSIGNMENT, every, ci_parameters_of(root, ASSIGNMENT))
             for student in STUDENTS:
                 shutil.copytree(every / student, subs / student, dirs_exist_ok=True)
             _answer(subs / "solution" / f"{ASSIGNMENT}.ipynb",

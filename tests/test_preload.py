@@ -119,13 +119,13 @@ def test_the_grade_is_the_same_preloaded_or_not(tmp_path, monkeypatch):
     from course.grading.exercises import exercise_for
     from course.grading.grade import _prepare_template
     from course.grading.nbgrader_step import run_nbgrader
-    from course.grading.samples import write_samples
+    from course.grading.samples import ci_parameters_of, write_samples
     from course.grading.trusted import trusted_grade
 
     exercise = exercise_for("01_metrics", ROOT)
     template = _prepare_template(ROOT, exercise, tmp_path / "template", None)
     subs = tmp_path / "subs"
-    write_samples(ROOT, "01_metrics", subs)
+    write_samples(ROOT, "01_metrics", subs, ci_parameters_of(ROOT, "01_metrics"))
     grades = {}
     for by in ("preload", "bubblewrap"):
         if by == "bubblewrap":

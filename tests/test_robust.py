@@ -23,7 +23,7 @@ from course.grading.exercises import registry
 from course.grading.feedback import publish_feedback, sanitize_html
 from course.grading.protocol import Fail, Results, grading_secret, secret_path
 from course.grading.results import GradeRow, read_results, record, write_grades_csv
-from course.grading.samples import solution_code
+from course.grading.samples import ci_parameters_of, solution_code, with_parameters
 from course.grading.sandbox import run_sandboxed
 from course.grading.solution_cell import read_notebook, solution_source
 from course.grading.submissions import STUDENT_ID, collect
@@ -520,7 +520,8 @@ def hostile_batch(tmp_path_factory):
                         ("reader-late", READER)):
         nb = nbformat.read(_submission(base, "01_metrics", solution_code(ROOT, "01_metrics")),
                            as_version=4)
-        if extra:
+        if extra:  # the hostile students' experiments at CI size; the honest one's full size
+            nb = with_parameters(nb, ci_parameters_of(ROOT, "01_metrics"))
             at = len(nb.cells) if name == "reader-late" else next(
                 i for i, c in enumerate(nb.cells)
                 if c.metadata.get("nbgrader", {}).get("grade_id") == spec.solution_id) + 1
