@@ -93,7 +93,7 @@ def test_the_students_copy_runs_before_anything_is_filled_in(tmp_path):
     import nbformat
 
     from course.grading.release import prepare_course
-    from course.notebooks import ci_parameters, find_root, run_notebook
+    from course.notebooks import CI_CELL_LIMIT, ci_parameters, find_root, run_notebook
 
     root = find_root()
     name = "07_cifar10_project"
@@ -102,7 +102,8 @@ def test_the_students_copy_runs_before_anything_is_filled_in(tmp_path):
     assert "BEGIN SOLUTION" not in released.read_text()
     params = {**ci_parameters(root)[f"source/{name}/{name}.ipynb"],
               "DATA_ROOT": str(tmp_path / "data"), "OUT_DIR": str(tmp_path / "out")}
-    result = run_notebook(released, tmp_path / "executed", params, html=False)
+    result = run_notebook(released, tmp_path / "executed", params, timeout=CI_CELL_LIMIT,
+                          html=False)
     assert result.status == "ok", result.detail
     executed = nbformat.read(tmp_path / "executed" / released.name, as_version=4)
     printed = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code"

@@ -10,7 +10,7 @@ from sklearn import metrics as skm
 from course.cifar import read_cifar10
 from course.cli import main
 from course.data import CIFAR10_CLASSES
-from course.notebooks import ci_parameters, find_root, run_notebook
+from course.notebooks import CI_CELL_LIMIT, ci_parameters, find_root, run_notebook
 from course.project import write_predictions
 from course.score import (
     MAX_BYTES,
@@ -228,7 +228,8 @@ def test_chapter_7_predictions_pass_the_scorer(tmp_path, capsys):
     data, out = tmp_path / "data", tmp_path / "out"
     params = {**ci_parameters(ROOT)[CHAPTER_7.relative_to(ROOT).as_posix()],
               "DATA_ROOT": str(data), "OUT_DIR": str(out)}
-    result = run_notebook(CHAPTER_7, tmp_path / "executed", params, html=False)
+    result = run_notebook(CHAPTER_7, tmp_path / "executed", params, timeout=CI_CELL_LIMIT,
+                          html=False)
     assert result.status == "ok", result.detail
     y_true = read_cifar10(data, train=False, verify=False)[1].numpy()
     for name in ("predictions_baseline.csv", "predictions_final.csv"):
