@@ -33,7 +33,7 @@ import pytest
 
 from course.grading.exercises import registry
 from course.grading.nbgrader_worker import ERRORS
-from course.grading.samples import ci_parameters_of, solution_code, with_parameters
+from course.grading.samples import ci_parameters_of, sample_notebook
 from course.grading.sandbox import isolation_available
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,12 +175,10 @@ def leaked(text: str, hidden: list[str]) -> list[str]:
 def _notebook(student: str) -> nbformat.NotebookNode:
     """The solution handed in; an attack's experiments at the chapter's CI parameters (the
     honest student's at full size)."""
-    nb = nbformat.read(ROOT / "release" / ASSIGNMENT / SPEC.notebook_name, as_version=4)
-    if student != "honest":
-        nb = with_parameters(nb, ci_parameters_of(ROOT, ASSIGNMENT))
+    nb = sample_notebook(ROOT, ASSIGNMENT, "solution",
+                         None if student == "honest" else ci_parameters_of(ROOT, ASSIGNMENT))
     at = next(i for i, c in enumerate(nb.cells)
               if c.metadata.get("nbgrader", {}).get("grade_id") == SPEC.solution_id)
-    nb.cells[at].source = solution_code(ROOT, ASSIGNMENT)
     early, late = ATTACKS.get(student, (None, None))
     if early:
         nb.cells.insert(at + 1, nbformat.v4.new_code_cell(early.strip()))

@@ -89,16 +89,16 @@ def sample_notebook(root: Path, assignment: str, kind: str, parameters: dict | N
     """The released notebook with ``kind`` ("solution", "release" or a mistake) handed in,
     run with ``parameters`` (None: the notebook's own)."""
     if kind == "release":
-        return with_parameters(released_with(root, assignment, None), parameters)
-    if kind == "solution":
-        return with_parameters(released_with(root, assignment, solution_code(root, assignment)),
-                               parameters)
-    path = _samples_dir(root, assignment) / f"{kind}.py"
-    if not path.is_file():
-        raise ValueError(f"no sample {kind!r} for {assignment}; "
-                         f"have: solution, release, {', '.join(mistakes(root, assignment))}")
-    return with_parameters(released_with(root, assignment, path.read_text(encoding="utf-8")),
-                           parameters)
+        code = None
+    elif kind == "solution":
+        code = solution_code(root, assignment)
+    else:
+        path = _samples_dir(root, assignment) / f"{kind}.py"
+        if not path.is_file():
+            raise ValueError(f"no sample {kind!r} for {assignment}; "
+                             f"have: solution, release, {', '.join(mistakes(root, assignment))}")
+        code = path.read_text(encoding="utf-8")
+    return with_parameters(released_with(root, assignment, code), parameters)
 
 
 def write_samples(root: Path, assignment: str, dest: Path,
