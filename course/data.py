@@ -115,12 +115,35 @@ def to_tensors(X, y) -> tuple[torch.Tensor, torch.Tensor]:
             torch.as_tensor(np.asarray(y), dtype=torch.int64))
 
 
+class _BatchedTensors(TensorDataset):
+    """A TensorDataset whose DataLoader fetches a whole batch with one index per tensor.
+
+    DataLoader asks ``__getitems__`` for the batch's indices when a dataset has it; the plain
+    TensorDataset is asked once per sample and the samples are stacked again, which costs more
+    than the forward and backward pass of the chapters' small networks. Same samples, same
+    order, same values: only the copying is done once per batch.
+    """
+
+    def __getitems__(self, indices):
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return tuple(tensor[index] for tensor in self.tensors)
+
+
+def _as_batch(batch):
+    return batch  # already (X_batch, y_batch): see _BatchedTensors
+
+
 def to_loader(X, y, *, batch_size: int = 64, shuffle: bool = False, seed: int | None = None,
               **kwargs) -> DataLoader:
     """A DataLoader over (X, y); ``seed`` makes the shuffling order reproducible."""
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    return DataLoader(TensorDataset(*to_tensors(X, y)), batch_size=batch_size, shuffle=shuffle,
-                      generator=generator, **kwargs)
+    tensors = to_tensors(X, y)
+    if batch_size is None or "collate_fn" in kwargs:  # samples one by one, as asked
+        dataset = TensorDataset(*tensors)
+    else:
+        dataset, kwargs = _BatchedTensors(*tensors), {"collate_fn": _as_batch, **kwargs}
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      **kwargs)
 
 
 CIFAR10_FILES = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",

@@ -77,6 +77,27 @@ def test_to_loader_seeded_shuffle():
     assert xb.dtype == torch.float32 and yb.dtype == torch.int64
 
 
+@pytest.mark.parametrize("options", [dict(shuffle=True, seed=5), dict(drop_last=True),
+                                     dict(shuffle=True, seed=1, num_workers=1)])
+def test_to_loader_yields_what_a_per_sample_dataloader_yields(options):
+    """to_loader fetches a batch at once (_BatchedTensors): the same batches, in the same order,
+    with the same values and types, as torch's DataLoader over a TensorDataset."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(37, 3)).astype(np.float32), rng.integers(0, 4, size=37)
+    seed = options.pop("seed", None)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    plain = DataLoader(TensorDataset(torch.as_tensor(X), torch.as_tensor(y)), batch_size=8,
+                       generator=generator, **options)
+    ours = list(to_loader(X, y, batch_size=8, seed=seed, **options))
+    theirs = list(plain)
+    assert len(ours) == len(theirs) == (4 if options.get("drop_last") else 5)
+    for (xa, ya), (xb, yb) in zip(ours, theirs, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+        assert xa.dtype == torch.float32 and ya.dtype == torch.int64
+
+
 def test_missing_cifar10_names_folder_and_files(tmp_path):
     with pytest.raises(DatasetMissingError) as info:
         load_cifar10(tmp_path / "nowhere", train=True, download=False)
