@@ -287,6 +287,9 @@ def _measure_budgets(base: Path, assignments: list[str]) -> None:
     for proc in procs:
         output, _ = proc.communicate()
         assert proc.returncode == 0, output[-3000:]
+    missing = [a for a in assignments
+               if not _cache_file(ROOT, EXERCISES[a], ROOT, True).is_file()]
+    assert not missing, f"`course grade` on an empty folder measured no budgets for {missing}"
 
 
 def _grade_attacks(base: Path) -> dict:

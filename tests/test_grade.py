@@ -434,3 +434,37 @@ def test_csv_cells_cannot_become_formulas():
     assert csv_safe("=HYPERLINK(\"x\")") == "'=HYPERLINK(\"x\")"
     assert csv_safe("-1+2") == "'-1+2" and csv_safe(-1.0) == -1.0
     assert csv_safe("failed test_x") == "failed test_x" and csv_safe(None) == ""
+
+
+def test_an_empty_folder_measures_the_budgets_and_a_finished_run_does_not(tmp_path, monkeypatch):
+    """`course grade` on an empty folder is how the budgets are measured before the deadline
+    (the adversarial tests and benchmarks/grading.py rely on it); a resumed run with every
+    student already graded times no reference."""
+    import course.grading.grade as grading
+    from course.grading.results import record
+
+    measured = []
+
+    def template(root, exercise, work, cell_timeout):  # the real one takes seconds
+        work.mkdir(parents=True, exist_ok=True)
+        return tmp_path / "template"
+
+    monkeypatch.setattr(grading, "_prepare_template", template)
+    monkeypatch.setattr(grading, "_apply_budgets",
+                        lambda root, ctx, work, flat_cells: measured.append(work.name))
+    (tmp_path / "empty").mkdir()
+    assert grade("01_metrics", tmp_path / "empty", tmp_path / "out", root=ROOT,
+                 isolate=False) == []
+    assert measured == ["_reference"]
+
+    measured.clear()
+    notebook = tmp_path / "subs" / "ada" / "01_metrics.ipynb"
+    notebook.parent.mkdir(parents=True)
+    nbformat.write(sample_notebook(ROOT, "01_metrics", "solution"), notebook)
+    (sub,) = collect(tmp_path / "subs", "01_metrics", tmp_path / "unpacked")
+    (tmp_path / "done").mkdir()
+    record(tmp_path / "done", GradeRow("ada", "01_metrics", 3.0, 3.0, "graded",
+                                       sha256=sub.sha256))
+    rows = grade("01_metrics", tmp_path / "subs", tmp_path / "done", root=ROOT, isolate=False)
+    assert [(r.student_id, r.resumed) for r in rows] == [("ada", True)]
+    assert measured == []

@@ -190,6 +190,10 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
     ClusterError when the scheduler cannot be reached within ``connect_timeout`` seconds or
     its workers cannot grade.
 
+    With no submission at all (an empty folder), the run only measures the budgets: do it on
+    the grading machine before the deadline, so that the first run of the class does not wait
+    for them.
+
     ``keep_work`` leaves all that each step wrote in out_dir/work/<student>/ (still within the
     per-student disk limit), to inspect a submission; by default only the files the grader
     reads stay there.
@@ -218,7 +222,9 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
         warm()
     template = _prepare_template(root, exercise, out_dir / "work", cell_timeout)
     ctx = _Context(exercise, template, out_dir, isolate, timeout, keep_work=keep_work)
-    if budgets and todo:  # (nothing left to grade: no reference to time)
+    # A resumed run with nothing left to grade times no reference; an empty folder does: it is
+    # how the budgets are measured ahead of the deadline (and by the tests and the benchmark).
+    if budgets and (todo or not subs):
         _apply_budgets(root, ctx, out_dir / "work" / "_reference",
                        flat_cells=cell_timeout is None)
     for done_count, row in enumerate(rows, 1):
