@@ -86,6 +86,7 @@ def test_to_loader_yields_what_a_per_sample_dataloader_yields(options):
 
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(37, 3)).astype(np.float32), rng.integers(0, 4, size=37)
+    options = dict(options)  # pytest hands every run of this case the same dict
     seed = options.pop("seed", None)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     plain = DataLoader(TensorDataset(torch.as_tensor(X), torch.as_tensor(y)), batch_size=8,
