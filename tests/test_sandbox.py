@@ -13,6 +13,7 @@ import stat
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -192,7 +193,7 @@ def test_memory_limit(tmp_path):
 
 
 def test_process_limit_stops_a_fork_bomb_and_nothing_survives(tmp_path, processes_with):
-    marker = "forkbomb-" + tmp_path.name
+    marker = "forkbomb-" + uuid.uuid4().hex  # tmp_path.name repeats across xdist workers
     res = run_py(f"""
         import os, time
         children = 0
@@ -230,7 +231,7 @@ def test_file_size_limit(tmp_path):
 
 
 def test_detached_processes_die_with_the_call(tmp_path, processes_with):
-    marker = "detached-" + tmp_path.name
+    marker = "detached-" + uuid.uuid4().hex  # tmp_path.name repeats across xdist workers
     res = run_py(f"""
         import os, subprocess, time
         # a double fork + setsid, and a nohup'd shell: both wait, then write
