@@ -74,6 +74,32 @@ def test_a_preload_that_cannot_serve_leaves_the_start_to_bubblewrap(tmp_path, ca
     assert "MB of the command's 1024 MB of address space" in capfd.readouterr().err
 
 
+FIRST_OPTIMIZER = """
+import sys
+import torch
+before = set(sys.modules)
+torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+print(sorted(set(sys.modules) - before)[:5])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.sandbox
+@pytest.mark.parametrize("kind", ["notebook", "harness"])
+def test_a_fork_builds_its_first_optimizer_without_importing(kind, tmp_path):
+    """torch.optim imports torch._dynamo (and sympy) as it builds its first optimizer, 2-3 s
+    that every student's kernel, and the momentum exercise's harness, would pay again: their
+    zygotes have imported it."""
+    _root_only()
+    from course.grading.exercises.momentum import EXERCISE
+
+    zygote = preload.shared(kind, EXERCISE.harness_imports if kind == "harness" else ())
+    res = run_sandboxed([PY, "-c", FIRST_OPTIMIZER], workdir=tmp_path, timeout=300,
+                        memory_mb=12288 if kind == "notebook" else 4096, preload=zygote)
+    assert res.returncode == 0 and not res.reason, res.stderr[-3000:]
+    assert res.stdout == "[]\n", res.stdout  # no module imported by the optimizer
+
+
 FORKED_KERNEL = """
 import json, os, sys
 import torch  # what the step has imported when it forks the kernel-to-be

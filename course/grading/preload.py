@@ -51,7 +51,9 @@ PRELOADS = {
     "harness": ("numpy", "torch"),
     "notebook": (
         "numpy", "torch", "torch.nn", "torch.nn.functional", "torch.utils.data",
-        "torch.testing", "pandas", "matplotlib", "matplotlib.pyplot", "seaborn",
+        # torch.optim imports torch._dynamo as it builds its first optimizer (2-3 s); every
+        # chapter's notebook trains something
+        "torch.testing", "torch._dynamo", "pandas", "matplotlib", "matplotlib.pyplot", "seaborn",
         "sklearn.datasets", "sklearn.metrics", "sklearn.model_selection",
         "sklearn.preprocessing", "IPython", "IPython.display", "ipykernel.kernelapp",
         "ipykernel.ipkernel", "matplotlib_inline.backend_inline", "nbformat", "nbclient",
@@ -86,12 +88,12 @@ def _zygote_env() -> dict[str, str]:
 
 
 class Preload:
-    """A zygote of one kind (a key of PRELOADS), started now; its imports run in the
-    background. ``handoff`` returns None whenever it cannot serve (the caller then lets
-    bubblewrap start the command); ``close`` ends it."""
+    """A zygote of one kind (a key of PRELOADS) that also imports the modules ``also`` names,
+    started now; its imports run in the background. ``handoff`` returns None whenever it cannot
+    serve (the caller then lets bubblewrap start the command); ``close`` ends it."""
 
-    def __init__(self, kind: str):
-        self.kind = kind
+    def __init__(self, kind: str, also: tuple[str, ...] = ()):
+        self.kind, self.also = kind, tuple(also)
         self.problem = ""
         self._lock = threading.Lock()
         self._ready = False
@@ -100,7 +102,7 @@ class Preload:
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-I", "-B", "-m", "course.grading.preload", kind,
-                 str(theirs.fileno())],
+                 str(theirs.fileno()), *self.also],
                 pass_fds=[theirs.fileno()], env=_zygote_env(), cwd="/",
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, start_new_session=True)
@@ -183,29 +185,31 @@ class Handoff:
         return False, word.removeprefix("failed: ") or "the sandbox never reached the fork"
 
 
-_shared: dict[str, Preload] = {}
+_shared: dict[tuple[str, tuple[str, ...]], Preload] = {}
 _shared_lock = threading.Lock()
 
 
-def shared(kind: str) -> Preload | None:
-    """This process's zygote of ``kind`` (started on first use, ended at exit), or None where
-    ``preload_wanted`` says no."""
+def shared(kind: str, also: tuple[str, ...] = ()) -> Preload | None:
+    """This process's zygote of ``kind`` that has also imported ``also`` (started on first use,
+    ended at exit), or None where ``preload_wanted`` says no."""
     if not preload_wanted():
         return None
+    key = (kind, tuple(also))
     with _shared_lock:
-        if kind not in _shared:
+        if key not in _shared:
             if not _shared:
                 import atexit
 
                 atexit.register(_close_shared)
-            _shared[kind] = Preload(kind)
-        return _shared[kind]
+            _shared[key] = Preload(kind, also)
+        return _shared[key]
 
 
-def warm() -> None:
-    """Start every kind of zygote now, so their imports overlap the grader's own set-up."""
+def warm(harness_also: tuple[str, ...] = ()) -> None:
+    """Start every kind of zygote now, so their imports overlap the grader's own set-up; the
+    harness's with the modules its exercise names (``Exercise.harness_imports``)."""
     for kind in PRELOADS:
-        shared(kind)
+        shared(kind, harness_also if kind == "harness" else ())
 
 
 def _close_shared() -> None:
@@ -218,7 +222,7 @@ def _close_shared() -> None:
 # --------------------------------------------------------------------------- the zygote
 
 
-def _serve(kind: str, fd: int) -> None:
+def _serve(kind: str, fd: int, also: tuple[str, ...] = ()) -> None:
     control = socket.socket(fileno=fd)
     try:
         from course.lean_imports import skip_unused_format_checkers
@@ -226,7 +230,7 @@ def _serve(kind: str, fd: int) -> None:
         skip_unused_format_checkers()
         import importlib
 
-        for name in PRELOADS[kind]:
+        for name in (*PRELOADS[kind], *also):
             importlib.import_module(name)
     except BaseException as exc:  # noqa: BLE001 - said to the grader, which falls back
         control.send(f"importing failed: {type(exc).__name__}: {exc}"[:4000].encode())
@@ -486,4 +490,4 @@ def _command(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1], int(sys.argv[2]))
+    _serve(sys.argv[1], int(sys.argv[2]), tuple(sys.argv[3:]))

@@ -45,6 +45,9 @@ class Exercise:
     # the exercise's text says; they raise and are reported while the solution cell and every
     # probe run, and a cell whose probe used one fails with that reason
     forbidden: tuple[str, ...] = ()
+    # modules the harness's probes import beyond NumPy and torch, which the grading sandbox's
+    # warm Python (course/grading/preload.py) imports once per run instead of once per student
+    harness_imports: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

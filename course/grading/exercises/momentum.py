@@ -236,4 +236,6 @@ def plan(p: Plan) -> dict[str, Check]:
 EXERCISE = Exercise("04_learning_rate", "momentum_solution", ("MomentumSGD",), plan,
                     sandbox_code=Path(momentum_sandbox.__file__),
                     forbidden=("torch.optim.SGD", "torch.optim.sgd.SGD", "torch.optim.sgd.sgd",
-                               "torch.optim._functional.sgd"))
+                               "torch.optim._functional.sgd"),
+                    # the probes build optimizers: torch.optim imports torch._dynamo then (2-3 s)
+                    harness_imports=("torch._dynamo",))
