@@ -16,10 +16,13 @@ from pathlib import Path
 import pytest
 
 from course.grading import preload
+from course.grading.exercises import registry
 from course.grading.sandbox import run_sandboxed
+from course.grading.trusted import HARNESS
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
+EXERCISES = registry(ROOT)
 
 
 def _root_only():
@@ -93,11 +96,37 @@ def test_a_fork_builds_its_first_optimizer_without_importing(kind, tmp_path):
     _root_only()
     from course.grading.exercises.momentum import EXERCISE
 
-    zygote = preload.shared(kind, EXERCISE.harness_imports if kind == "harness" else ())
+    zygote = preload.shared(kind, EXERCISE.harness_preload if kind == "harness" else ())
     res = run_sandboxed([PY, "-c", FIRST_OPTIMIZER], workdir=tmp_path, timeout=300,
                         memory_mb=12288 if kind == "notebook" else 4096, preload=zygote)
     assert res.returncode == 0 and not res.reason, res.stderr[-3000:]
     assert res.stdout == "[]\n", res.stdout  # no module imported by the optimizer
+
+
+FORBIDDING = """
+import json, sys, importlib.util
+spec = importlib.util.spec_from_file_location("harness", sys.argv[1])
+harness = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(harness)
+before = set(sys.modules)
+harness.Harness.forbid_everywhere(harness.Harness.__new__(harness.Harness), sys.argv[2:])
+print(json.dumps(sorted(set(sys.modules) - before)[:5]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.sandbox
+@pytest.mark.parametrize("assignment", sorted(EXERCISES))
+def test_the_harness_zygote_has_imported_what_its_exercise_forbids(assignment, tmp_path):
+    """The harness imports each forbidden name's module to forbid it (chapter 1's
+    scikit-learn metrics took 2 s per student): its exercise's zygote has imported them."""
+    _root_only()
+    exercise = EXERCISES[assignment].exercise
+    res = run_sandboxed([PY, "-c", FORBIDDING, str(HARNESS), *exercise.forbidden],
+                        workdir=tmp_path, timeout=300, memory_mb=4096,
+                        preload=preload.shared("harness", exercise.harness_preload))
+    assert res.returncode == 0 and not res.reason, res.stderr[-3000:]
+    assert json.loads(res.stdout) == [], res.stdout
 
 
 FORKED_KERNEL = """

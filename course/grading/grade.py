@@ -219,7 +219,7 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
     if isolate and not scheduler and todo:  # the zygotes import while the template is
         from course.grading.preload import warm  # prepared (a resumed run may need none)
 
-        warm(exercise.exercise.harness_imports)
+        warm(exercise.exercise.harness_preload)
     template = _prepare_template(root, exercise, out_dir / "work", cell_timeout)
     ctx = _Context(exercise, template, out_dir, isolate, timeout, keep_work=keep_work)
     # A resumed run with nothing left to grade times no reference; an empty folder does: it is

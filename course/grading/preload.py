@@ -207,7 +207,7 @@ def shared(kind: str, also: tuple[str, ...] = ()) -> Preload | None:
 
 def warm(harness_also: tuple[str, ...] = ()) -> None:
     """Start every kind of zygote now, so their imports overlap the grader's own set-up; the
-    harness's with the modules its exercise names (``Exercise.harness_imports``)."""
+    harness's with the modules its exercise names (``Exercise.harness_preload``)."""
     for kind in PRELOADS:
         shared(kind, harness_also if kind == "harness" else ())
 
@@ -230,8 +230,16 @@ def _serve(kind: str, fd: int, also: tuple[str, ...] = ()) -> None:
         skip_unused_format_checkers()
         import importlib
 
-        for name in (*PRELOADS[kind], *also):
+        for name in PRELOADS[kind]:
             importlib.import_module(name)
+        for name in also:  # a module, or a name in one (as the harness resolves forbidden names)
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                try:
+                    importlib.import_module(name.rpartition(".")[0])
+                except (ImportError, ValueError):  # ValueError: no parent ("")
+                    pass  # the harness finds it missing too
     except BaseException as exc:  # noqa: BLE001 - said to the grader, which falls back
         control.send(f"importing failed: {type(exc).__name__}: {exc}"[:4000].encode())
         return

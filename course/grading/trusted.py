@@ -173,7 +173,7 @@ def trusted_grade(exercise: GradedExercise, notebook_path, workdir, *, timeout: 
                            workdir=base, timeout=timeout, memory_mb=memory_mb,
                            max_output_bytes=64 * 1024, isolate=isolate,
                            keep=None if keep_work else ["results"],
-                           preload=(shared("harness", exercise.exercise.harness_imports)
+                           preload=(shared("harness", exercise.exercise.harness_preload)
                                     if isolate else None))
     reason = result.reason or ("" if result.returncode == 0 else
                                f"the harness exited with status {result.returncode}")

@@ -45,9 +45,16 @@ class Exercise:
     # the exercise's text says; they raise and are reported while the solution cell and every
     # probe run, and a cell whose probe used one fails with that reason
     forbidden: tuple[str, ...] = ()
-    # modules the harness's probes import beyond NumPy and torch, which the grading sandbox's
-    # warm Python (course/grading/preload.py) imports once per run instead of once per student
+    # modules the harness's probes import beyond NumPy and torch
     harness_imports: tuple[str, ...] = ()
+
+    @property
+    def harness_preload(self) -> tuple[str, ...]:
+        """What the grading sandbox's warm Python (course/grading/preload.py) imports for this
+        exercise's harness, once per run instead of once per student: ``harness_imports`` and
+        the modules of the forbidden names, which the harness imports to forbid them
+        (scikit-learn's metrics: 2 s)."""
+        return (*self.harness_imports, *self.forbidden)
 
 
 @dataclass(frozen=True)
