@@ -17,6 +17,7 @@ import pytest
 
 from course.grading import preload
 from course.grading.exercises import registry
+from course.grading.nbgrader_step import NBGRADER_MEMORY_MB
 from course.grading.sandbox import run_sandboxed
 from course.grading.trusted import HARNESS
 
@@ -94,11 +95,11 @@ def test_a_fork_builds_its_first_optimizer_without_importing(kind, tmp_path):
     that every student's kernel, and the momentum exercise's harness, would pay again: their
     zygotes have imported it."""
     _root_only()
-    from course.grading.exercises.momentum import EXERCISE
-
-    zygote = preload.shared(kind, EXERCISE.harness_preload if kind == "harness" else ())
+    momentum = EXERCISES["04_learning_rate"].exercise
+    zygote = preload.shared(kind, momentum.harness_preload if kind == "harness" else ())
     res = run_sandboxed([PY, "-c", FIRST_OPTIMIZER], workdir=tmp_path, timeout=300,
-                        memory_mb=12288 if kind == "notebook" else 4096, preload=zygote)
+                        memory_mb=NBGRADER_MEMORY_MB if kind == "notebook" else 4096,
+                        preload=zygote)
     assert res.returncode == 0 and not res.reason, res.stderr[-3000:]
     assert res.stdout == "[]\n", res.stdout  # no module imported by the optimizer
 
