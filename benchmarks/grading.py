@@ -37,8 +37,8 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from course.grading.exercises import registry  # noqa: E402
-from course.grading.samples import mistakes, sample_notebook  # noqa: E402
+from autograder.exercises import registry  # noqa: E402
+from autograder.store.samples import mistakes, sample_notebook  # noqa: E402
 
 EXERCISES = registry(ROOT)
 KEEP_FROM = "## Cost per student"
@@ -60,7 +60,7 @@ def make_submissions(assignment: str, n: int, dest: Path) -> dict[str, str]:
 
 def time_nbgrader(assignments: list[str], subs: dict[str, Path], work: Path) -> dict[str, float]:
     """Serial `nbgrader autograde` in one course directory, per chapter."""
-    from course.grading.release import prepare_course
+    from autograder.store.release import prepare_course
 
     course = prepare_course(ROOT, assignments, work / "nbgrader-course")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
@@ -86,7 +86,7 @@ def time_nbgrader(assignments: list[str], subs: dict[str, Path], work: Path) -> 
 
 def measure_budgets(assignments: list[str], work: Path) -> dict[str, float]:
     """What `course grade` does once per machine and chapter: grade the reference solution
-    to set the time budgets (course/grading/budget.py), into the benchmark's own cache."""
+    to set the time budgets (autograder/steps/budget.py), into the benchmark's own cache."""
     times = {}
     empty = work / "no-submissions"
     empty.mkdir(exist_ok=True)
@@ -205,7 +205,7 @@ def main(argv=None) -> int:
                         "then 2 worker processes ('' to skip)")
     args = parser.parse_args(argv)
 
-    from course.grading.sandbox import isolation_available
+    from autograder.isolation.sandbox import isolation_available
 
     ok, why = isolation_available()
     if not ok:

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/grading_costs.py [--assignments 01_metrics ...] [--students 3]
 
 For each chapter, grades ``--students`` copies of the solution one after another with
-``course.grading.grade.grade(workers=1)``, with each step timed from outside
+``autograder.grade.grade(workers=1)``, with each step timed from outside
 (``trusted_grade``, ``run_nbgrader``, ``publish_feedback``: the module's own functions,
 wrapped), then splits those steps with sandboxed runs of their parts:
 
@@ -19,7 +19,7 @@ script, not a test: the figures depend on the machine and its load.
 
 ``--preload-both`` times the steps twice per chapter in the same run, each student's sandboxed
 Pythons started by bubblewrap (``COURSE_PRELOAD=0``) and forked from the preloads
-(``course.grading.preload``, the default as root), and leaves out the parts (which split the
+(``autograder.isolation.preload``, the default as root), and leaves out the parts (which split the
 bubblewrap-started steps only).
 """
 
@@ -39,17 +39,17 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from course.grading import grade as grade_module  # noqa: E402
-from course.grading.exercises import registry  # noqa: E402
-from course.grading.samples import sample_notebook  # noqa: E402
+from autograder import grade as grade_module  # noqa: E402
+from autograder.exercises import registry  # noqa: E402
+from autograder.store.samples import sample_notebook  # noqa: E402
 
 _DRIVER = r'''
 import json, sys, time
 from pathlib import Path
 t0 = time.perf_counter()
 from course.lean_imports import skip_unused_format_checkers
-skip_unused_format_checkers()  # as course.grading.nbgrader_worker does
-from course.grading.release import nbgrader_api
+skip_unused_format_checkers()  # as autograder.inside.nbgrader_worker does
+from autograder.store.release import nbgrader_api
 api = nbgrader_api(Path.cwd())
 t1 = time.perf_counter()
 import nbclient, nbformat
@@ -103,8 +103,8 @@ def steps_of_grade(assignment: str, n: int, work: Path) -> dict[str, list[float]
 
 def parts(assignment: str, n: int, work: Path) -> dict[str, list[float]]:
     """The sandbox's own cost, the interpreters' imports, and the nbgrader step's insides."""
-    from course.grading.nbgrader_step import NBGRADER_MEMORY_MB, _sandbox_env, _scratch_course
-    from course.grading.sandbox import run_sandboxed
+    from autograder.isolation.sandbox import run_sandboxed
+    from autograder.steps.nbgrader_step import NBGRADER_MEMORY_MB, _sandbox_env, _scratch_course
 
     exercise = registry(ROOT)[assignment]
     template = work / "out" / "work" / "_template"

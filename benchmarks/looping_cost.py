@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 def _wall_only() -> None:
     """Make ``course grade`` use the clock-time budgets alone (no CPU-time budgets)."""
-    import course.grading.budget as budget
+    import autograder.steps.budget as budget
 
     measured = budget.budgets_for
 
@@ -42,10 +42,10 @@ def _wall_only() -> None:
 def grade_looping(loop: str, limits: str) -> dict:
     import nbformat
 
-    import course.grading.budget as budget
-    from course.grading.exercises import exercise_for
-    from course.grading.grade import grade
-    from course.grading.samples import sample_notebook, solution_code
+    import autograder.steps.budget as budget
+    from autograder.exercises import exercise_for
+    from autograder.grade import grade
+    from autograder.store.samples import sample_notebook, solution_code
 
     measured = budget.budgets_for
     if limits == "wall":

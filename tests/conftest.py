@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from autograder.isolation.sandbox import isolation_available
 from course.cifar import write_fake_cifar10
-from course.grading.sandbox import isolation_available
 from course.lean_imports import skip_unused_format_checkers
 
 # What the `course` command does (course/lean_imports.py): the tests that read notebooks or

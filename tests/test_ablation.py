@@ -92,7 +92,7 @@ def test_the_students_copy_runs_before_anything_is_filled_in(tmp_path):
     the table holds the baseline only, the final recipe is the baseline."""
     import nbformat
 
-    from course.grading.release import prepare_course
+    from autograder.store.release import prepare_course
     from course.notebooks import CI_CELL_LIMIT, ci_parameters, find_root, run_notebook
 
     root = find_root()

@@ -33,9 +33,9 @@ import nbformat
 import pytest
 from filelock import FileLock
 
-from course.grading.exercises import registry
-from course.grading.samples import ci_parameters_of, solution_code, with_parameters
-from course.grading.sandbox import isolation_available
+from autograder.exercises import registry
+from autograder.isolation.sandbox import isolation_available
+from autograder.store.samples import ci_parameters_of, solution_code, with_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 ADVERSARIAL = Path(__file__).parent / "adversarial"
@@ -224,7 +224,7 @@ import json, sys
 from dataclasses import asdict
 from course.lean_imports import skip_unused_format_checkers
 skip_unused_format_checkers()  # as the `course` command does
-from course.grading.grade import grade
+from autograder.grade import grade
 assignment, subs, out, dump, root, workers, timeout, cell_timeout = sys.argv[1:]
 rows = grade(assignment, subs, out, root=root, workers=int(workers), isolate=True,
              timeout=float(timeout), cell_timeout=int(cell_timeout))
@@ -262,7 +262,7 @@ def _sha256(path: Path) -> str:
 
 
 def _measure_budgets(base: Path, assignments: list[str]) -> None:
-    """The reference solutions' time budgets (course/grading/budget.py), measured before the
+    """The reference solutions' time budgets (autograder/steps/budget.py), measured before the
     batches under `course grade`'s default limit, one chapter per process.
 
     The first grading of a chapter on a machine measures them, and the machine keeps them
@@ -271,7 +271,7 @@ def _measure_budgets(base: Path, assignments: list[str]) -> None:
     chapter; here it has the default. Chapters whose budgets are cached are skipped (the
     template `course grade` prepares releases the same bytes as release/, the cache's key).
     """
-    from course.grading.budget import _cache_file
+    from autograder.steps.budget import _cache_file
 
     procs = []
     for assignment in assignments:
@@ -280,7 +280,7 @@ def _measure_budgets(base: Path, assignments: list[str]) -> None:
         empty = base / "budgets" / assignment / "submissions"
         empty.mkdir(parents=True)
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "course.cli", "grade", assignment, str(empty), "--out",
+            [sys.executable, "-m", "autograder.cli", "grade", assignment, str(empty), "--out",
              str(base / "budgets" / assignment / "out"), "--root", str(ROOT), "--workers", "1",
              "--db", f"sqlite:///{base / 'budgets' / assignment / 'gradebook.db'}"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
@@ -346,7 +346,7 @@ def _grade_attacks(base: Path) -> dict:
 @pytest.fixture(scope="module")
 def graded(shared_dir):
     """The graded batches: graded once per test session, whichever xdist worker asks first."""
-    from course.grading.grade import GradeRow, read_results
+    from autograder.grade import GradeRow, read_results
 
     done = shared_dir / "adversarial" / "graded.json"
     with FileLock(str(shared_dir / "adversarial.lock")):

@@ -1,4 +1,4 @@
-"""Time budgets from the reference solution (course/grading/budget.py)."""
+"""Time budgets from the reference solution (autograder/steps/budget.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import nbformat
 import pytest
 from traitlets.config import Config
 
-from course.grading import budget
-from course.grading.budget import (
+from autograder.inside.nbgrader_worker import _cpu_seconds, _CpuWatch
+from autograder.steps import budget
+from autograder.steps.budget import (
     BudgetError,
     Budgets,
     _budget,
@@ -19,7 +20,6 @@ from course.grading.budget import (
     _probe_times,
     cell_budget_config,
 )
-from course.grading.nbgrader_worker import _cpu_seconds, _CpuWatch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def test_the_worker_reads_its_cpu_budgets_from_the_config():
     """The worker's GuardedExecute is a configurable class: nbgrader_config.py reaches it."""
     from nbgrader.preprocessors import Execute
 
-    from course.grading.nbgrader_worker import _guarded_execute
+    from autograder.inside.nbgrader_worker import _guarded_execute
 
     c = Config()
     exec(compile(cell_budget_config(Budgets(cells_cpu={"test_a": 5.0}, other_cells_cpu=7.5)),
@@ -169,7 +169,7 @@ while True:
 """
 _WATCH = r"""
 import json, os, signal, subprocess, sys
-from course.grading.nbgrader_worker import _CpuWatch
+from autograder.inside.nbgrader_worker import _CpuWatch
 found = {}
 for namespace in (False, True):
     kernel = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stdout=subprocess.PIPE,
@@ -197,7 +197,7 @@ def test_in_the_sandbox_a_double_forked_spinner_counts_against_the_cell(tmp_path
     import json
     import sys
 
-    from course.grading.sandbox import run_sandboxed
+    from autograder.isolation.sandbox import run_sandboxed
 
     result = run_sandboxed([sys.executable, "-c", _WATCH, _KERNEL], workdir=tmp_path / "w",
                            timeout=150)
@@ -223,9 +223,9 @@ def test_cpu_seconds_of_a_process_that_is_gone_is_zero():
 def test_a_looping_submission_costs_its_budget_not_the_flat_limit(tmp_path):
     """f_score spins forever: the cells and probes that call it stop at their CPU budgets, the
     others pass, and nbgrader's report is complete (no whole-step limit reached)."""
-    from course.grading.exercises import exercise_for
-    from course.grading.grade import grade
-    from course.grading.samples import sample_notebook, solution_code
+    from autograder.exercises import exercise_for
+    from autograder.grade import grade
+    from autograder.store.samples import sample_notebook, solution_code
 
     ex = exercise_for("01_metrics", ROOT)
     looping = solution_code(ROOT, "01_metrics") + (

@@ -7,13 +7,13 @@ import pytest
 
 
 def test_help_lists_subcommands():
-    out = subprocess.run([sys.executable, "-m", "course.cli", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "autograder.cli", "--help"], capture_output=True,
                          text=True, check=True).stdout
     assert "run" in out
 
 
 def test_run_rejects_missing_notebook(tmp_path):
-    from course.cli import main
+    from autograder.cli import main
 
     (tmp_path / "pyproject.toml").write_text("")
     (tmp_path / "source").mkdir()
@@ -22,24 +22,24 @@ def test_run_rejects_missing_notebook(tmp_path):
 
 def test_help_of_every_subcommand():
     for command in ("run", "all", "release", "grade"):
-        out = subprocess.run([sys.executable, "-m", "course.cli", command, "--help"],
+        out = subprocess.run([sys.executable, "-m", "autograder.cli", command, "--help"],
                              capture_output=True, text=True, check=True).stdout
         assert out.startswith("usage: course " + command)
 
 
 def _row(student, score, status="graded"):
-    from course.grading.grade import GradeRow
+    from autograder.grade import GradeRow
 
     return GradeRow(student, "01_metrics", score, 6.0, status, "why")
 
 
 def test_course_all_accepts_only_the_solution_at_full_marks():
-    from course.cli import _check_samples
+    from autograder.cli import check_samples
 
     kinds = {"solution": "solution", "untouched": "release", "arith": "f_arithmetic_mean"}
-    assert _check_samples([_row("solution", 6), _row("untouched", 0), _row("arith", 1)],
+    assert check_samples([_row("solution", 6), _row("untouched", 0), _row("arith", 1)],
                           kinds) == []
-    problems = _check_samples([_row("solution", 5), _row("untouched", 1),
+    problems = check_samples([_row("solution", 5), _row("untouched", 1),
                                _row("arith", 6), _row("x", 0, status="error")], kinds)
     assert [p.split(":")[0] for p in problems] == [
         "solution (solution)", "the untouched release scored 1", "arith (f_arithmetic_mean)",
@@ -49,8 +49,8 @@ def test_course_all_accepts_only_the_solution_at_full_marks():
 def test_samples_put_each_kind_into_the_released_notebook(tmp_path):
     import nbformat
 
-    from course.grading.exercises import registry
-    from course.grading.samples import mistakes, sample_notebook, solution_code, write_samples
+    from autograder.exercises import registry
+    from autograder.store.samples import mistakes, sample_notebook, solution_code, write_samples
     from course.notebooks import find_root
 
     root = find_root()
@@ -87,8 +87,8 @@ def test_samples_with_parameters_set_them_as_papermill_does(tmp_path):
     right after the `parameters` cell, and valid nbformat."""
     import nbformat
 
-    from course.grading.exercises import registry
-    from course.grading.samples import ci_parameters_of, sample_notebook
+    from autograder.exercises import registry
+    from autograder.store.samples import ci_parameters_of, sample_notebook
     from course.notebooks import find_root
 
     root = find_root()

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from course.grading.deadlines import DeadlineError, LatePolicy, load_policies, submission_time
+from autograder.store.deadlines import DeadlineError, LatePolicy, load_policies, submission_time
 from course.notebooks import find_root
 
 ROOT = find_root()
@@ -16,7 +16,7 @@ DAY = 86400
 
 
 def test_the_course_configuration_loads_with_a_policy_for_every_graded_assignment():
-    from course.grading.exercises import registry
+    from autograder.exercises import registry
 
     policies = load_policies(ROOT)
     assert set(registry(ROOT)) <= set(policies)

@@ -20,11 +20,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course.grading.distributed import ClusterError
-from course.grading.exercises import exercise_for
-from course.grading.grade import grade
-from course.grading.results import read_results
-from course.grading.samples import ci_parameters_of, mistakes, sample_notebook
+from autograder.cluster import ClusterError
+from autograder.exercises import exercise_for
+from autograder.grade import grade
+from autograder.store.results import read_results
+from autograder.store.samples import ci_parameters_of, mistakes, sample_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENT = "01_metrics"
@@ -178,7 +178,7 @@ def test_an_unreachable_scheduler_is_a_clear_error(tmp_path):
 
 
 def test_the_cli_reports_an_unreachable_scheduler(tmp_path, capsys):
-    from course.cli import main
+    from autograder.cli import main
 
     subs = tmp_path / "subs"
     _batch(subs, 1)
@@ -194,14 +194,14 @@ def test_workers_with_another_secret_are_refused(cluster, tmp_path, monkeypatch)
     subs = tmp_path / "subs"
     _batch(subs, 1)
     monkeypatch.setenv("COURSE_GRADING_SECRET", "not the secret the workers have")
-    with pytest.raises(ClusterError, match="another version of course/grading/ or has "
+    with pytest.raises(ClusterError, match="another version of autograder/ or has "
                                            "another grading secret"):
         grade(ASSIGNMENT, subs, tmp_path / "out", root=ROOT, scheduler=address, isolate=False)
     assert read_results(tmp_path / "out") == []
 
 
 def test_the_feedback_names_a_worker_returns_are_checked(tmp_path):
-    from course.grading.distributed import _write_feedback
+    from autograder.cluster import _write_feedback
 
     _write_feedback(tmp_path, "alice", ASSIGNMENT, {"01_metrics.html": b"<p>ok</p>",
                                                     "../../escape.html": b"x",

@@ -1,4 +1,4 @@
-"""The exercise registry (course.grading.exercises): one module per graded exercise, checked
+"""The exercise registry (autograder.exercises): one module per graded exercise, checked
 against the source notebooks before anyone is graded."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course.grading import exercises
-from course.grading.exercises import RegistryError, registry
+from autograder import exercises
+from autograder.exercises import RegistryError, registry
 
 ROOT = Path(__file__).resolve().parents[1]
-GRADING = ROOT / "course" / "grading"
+GRADING = ROOT / "autograder"
 
 
 def _test_cells(notebook: Path) -> dict[str, float]:
@@ -38,7 +38,7 @@ def test_every_notebook_with_graded_cells_has_its_exercise_and_its_points():
 
 def test_sandbox_side_code_never_imports_the_course_package():
     """harness.py and the exercises' sandbox files run under `python -I` in the sandbox."""
-    files = [GRADING / "harness.py", *(GRADING / "exercises").glob("*_sandbox.py")]
+    files = [GRADING / "inside" / "harness.py", *(GRADING / "exercises").glob("*_sandbox.py")]
     assert len(files) >= 3
     for path in files:
         for node in ast.walk(ast.parse(path.read_text())):
@@ -48,7 +48,8 @@ def test_sandbox_side_code_never_imports_the_course_package():
                 names = [node.module or ""]
             else:
                 continue
-            assert not any(n.split(".")[0] == "course" for n in names), (path.name, names)
+            assert not any(n.split(".")[0] in ("course", "autograder") for n in names), (
+                path.name, names)
 
 
 def _course_copy(root: Path) -> Path:
@@ -69,7 +70,7 @@ def _rename_test_cell(notebook: Path, old: str, new: str) -> None:
 
 
 def test_a_test_cell_without_a_check_stops_grading_with_a_message(tmp_path, capsys):
-    from course.cli import main
+    from autograder.cli import main
 
     root = _course_copy(tmp_path / "course")
     _rename_test_cell(root / "source" / "06_batch_norm" / "06_batch_norm.ipynb",
@@ -79,7 +80,7 @@ def test_a_test_cell_without_a_check_stops_grading_with_a_message(tmp_path, caps
     assert "the test cell 'test_batch_norm_eval_mode' of 06_batch_norm.ipynb has no trusted " \
            "check" in str(err.value)
     assert "the check 'test_batch_norm_eval' has no test cell" in str(err.value)
-    assert "course/grading/exercises/batch_norm.py" in str(err.value)
+    assert "autograder/exercises/batch_norm.py" in str(err.value)
 
     subs = tmp_path / "subs" / "alice"
     subs.mkdir(parents=True)
@@ -96,7 +97,7 @@ def test_a_notebook_with_graded_cells_but_no_module_is_refused(tmp_path):
     root = _course_copy(tmp_path)
     shutil.copytree(root / "source" / "06_batch_norm", root / "source" / "08_copy")
     with pytest.raises(RegistryError, match="source/08_copy/06_batch_norm.ipynb has graded test "
-                       "cells .* but no module in course/grading/exercises/"):
+                       "cells .* but no module in autograder/exercises/"):
         registry(root)
 
 

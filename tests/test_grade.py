@@ -21,12 +21,12 @@ import nbformat
 import pytest
 from filelock import FileLock
 
-from course.grading.exercises import registry
-from course.grading.grade import grade
-from course.grading.nbgrader_step import parse_scores
-from course.grading.results import CSV_COLUMNS, GradeRow, csv_safe, read_results
-from course.grading.samples import ci_parameters_of, mistakes, sample_notebook
-from course.grading.submissions import collect
+from autograder.exercises import registry
+from autograder.grade import grade
+from autograder.steps.nbgrader_step import parse_scores
+from autograder.store.results import CSV_COLUMNS, GradeRow, csv_safe, read_results
+from autograder.store.samples import ci_parameters_of, mistakes, sample_notebook
+from autograder.store.submissions import collect
 
 ROOT = Path(__file__).resolve().parents[1]
 # Linux grades in the sandbox (without bubblewrap the grading says so and the test fails);
@@ -163,7 +163,7 @@ def _grade_batches(shared: Path) -> None:
     for assignment in CASES:
         subs, out = shared / f"submissions-{assignment}", shared / f"graded-{assignment}"
         build_batch(assignment, subs)
-        cmd = [sys.executable, "-m", "course.cli", "grade", assignment, str(subs),
+        cmd = [sys.executable, "-m", "autograder.cli", "grade", assignment, str(subs),
                "--out", str(out), "--workers", str(WORKERS), "--root", str(ROOT),
                "--db", f"sqlite:///{out}/gradebook.db"]  # not the course's own gradebook
         procs[assignment] = subprocess.Popen(
@@ -336,8 +336,8 @@ def test_timeout_is_recorded(tmp_path):
 def test_the_template_is_prepared_once_per_source(tmp_path, monkeypatch):
     """nbgrader's generate_assignment runs the first time; afterwards the cached template is
     copied, until the assignment's source (or nbgrader's configuration) changes."""
-    from course.grading import grade as grading
-    from course.grading import release
+    from autograder import grade as grading
+    from autograder.store import release
 
     root = tmp_path / "root"
     shutil.copytree(ROOT / "source" / "01_metrics", root / "source" / "01_metrics")
@@ -440,8 +440,8 @@ def test_an_empty_folder_measures_the_budgets_and_a_finished_run_does_not(tmp_pa
     """`course grade` on an empty folder is how the budgets are measured before the deadline
     (the adversarial tests and benchmarks/grading.py rely on it); a resumed run with every
     student already graded times no reference."""
-    import course.grading.grade as grading
-    from course.grading.results import record
+    import autograder.grade as grading
+    from autograder.store.results import record
 
     measured = []
 

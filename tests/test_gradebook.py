@@ -23,9 +23,10 @@ import pytest
 from filelock import FileLock
 from postgres import PostgresServer, find_binaries
 
-from course.grading.deadlines import LatePolicy
-from course.grading.exercises import exercise_for
-from course.grading.gradebook import (
+from autograder.exercises import exercise_for
+from autograder.isolation.sandbox import isolation_available
+from autograder.store.deadlines import LatePolicy
+from autograder.store.gradebook import (
     COMMENT_HEADER,
     GradebookBusy,
     Recorder,
@@ -33,9 +34,8 @@ from course.grading.gradebook import (
     open_gradebook,
     recorded,
 )
-from course.grading.results import read_results
-from course.grading.samples import ci_parameters_of, write_samples
-from course.grading.sandbox import isolation_available
+from autograder.store.results import read_results
+from autograder.store.samples import ci_parameters_of, write_samples
 from course.notebooks import find_root
 
 ROOT = find_root()
@@ -49,8 +49,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.sandbox]
 
 def _course_grade(subs: Path, out: Path, db: str, root: Path, *extra: str) -> subprocess.Popen:
     isolate, _ = isolation_available()
-    cmd = [sys.executable, "-m", "course.cli", "grade", ASSIGNMENT, str(subs), "--out", str(out),
-           "--workers", "2", "--root", str(root), "--db", db, *extra]
+    cmd = [sys.executable, "-m", "autograder.cli", "grade", ASSIGNMENT, str(subs), "--out",
+           str(out), "--workers", "2", "--root", str(root), "--db", db, *extra]
     return subprocess.Popen(cmd + ([] if isolate else ["--no-isolation"]),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -60,7 +60,7 @@ def _course_copy(dest: Path) -> Path:
     for folder in ("source", "autograder", "release"):
         shutil.copytree(ROOT / folder, dest / folder)
     shutil.copy(ROOT / "pyproject.toml", dest / "pyproject.toml")
-    result = subprocess.run([sys.executable, "-m", "course.cli", "release", ASSIGNMENT,
+    result = subprocess.run([sys.executable, "-m", "autograder.cli", "release", ASSIGNMENT,
                              "--root", str(dest)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     return dest
@@ -339,7 +339,7 @@ def test_the_late_penalty_is_recorded_from_the_submission_time(late_class):
 
 
 def _export(db: str, out: Path, root: Path) -> str:
-    result = subprocess.run([sys.executable, "-m", "course.cli", "export", "--db", db, "--out",
+    result = subprocess.run([sys.executable, "-m", "autograder.cli", "export", "--db", db, "--out",
                              str(out), "--root", str(root)], capture_output=True, text=True,
                             check=False)
     assert result.returncode == 0, result.stdout + result.stderr

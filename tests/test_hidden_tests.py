@@ -31,10 +31,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course.grading.exercises import registry
-from course.grading.nbgrader_worker import ERRORS
-from course.grading.samples import ci_parameters_of, sample_notebook
-from course.grading.sandbox import isolation_available
+from autograder.exercises import registry
+from autograder.inside.nbgrader_worker import ERRORS
+from autograder.isolation.sandbox import isolation_available
+from autograder.store.samples import ci_parameters_of, sample_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENT = "01_metrics"
@@ -199,7 +199,7 @@ def graded(tmp_path_factory):
         (subs / student).mkdir(parents=True)
         nbformat.write(_notebook(student), subs / student / SPEC.notebook_name)
     proc = subprocess.run(
-        [sys.executable, "-m", "course.cli", "grade", ASSIGNMENT, str(subs), "--out", str(out),
+        [sys.executable, "-m", "autograder.cli", "grade", ASSIGNMENT, str(subs), "--out", str(out),
          "--workers", "2", "--root", str(ROOT), "--db", f"sqlite:///{out}/gradebook.db",
          "--timeout", "240", "--cell-timeout", "60", "--flat-limits",
          "--keep-work"],  # each attack's loot.txt (its proof) stays in its work folder
@@ -313,7 +313,7 @@ HIDDEN_CELL = ("assert f(1) == 1\n### BEGIN HIDDEN TESTS\nassert f(2) == 4  # se
 
 
 def test_every_output_from_the_first_hidden_cell_on_is_withheld():
-    from course.grading.nbgrader_worker import WITHHELD, WITHHELD_AFTER, without_hidden_tests
+    from autograder.inside.nbgrader_worker import WITHHELD, WITHHELD_AFTER, without_hidden_tests
 
     nb = _ran(["x = 1", HIDDEN_CELL, "print(In)", HIDDEN_CELL])
     without_hidden_tests(nb, 1)
@@ -325,7 +325,7 @@ def test_every_output_from_the_first_hidden_cell_on_is_withheld():
 
 
 def test_a_notebook_that_is_not_the_one_that_ran_shows_no_output():
-    from course.grading.nbgrader_worker import without_hidden_tests
+    from autograder.inside.nbgrader_worker import without_hidden_tests
 
     nb = _ran(["x = 1", "y = 2", HIDDEN_CELL])
     without_hidden_tests(nb, 1)  # cell 1 holds no hidden test: the cells moved
@@ -336,8 +336,8 @@ def test_a_notebook_that_is_not_the_one_that_ran_shows_no_output():
 
 
 def test_nbgrader_failures_are_told_in_fixed_words():
-    from course.grading.nbgrader_step import parse_scores
-    from course.grading.nbgrader_worker import _error_code
+    from autograder.inside.nbgrader_worker import _error_code
+    from autograder.steps.nbgrader_step import parse_scores
 
     log = {"log": "[ERROR] assert f(2) == 4  # secret\nDeadKernelError: Kernel died",
            "error": "Traceback ... secret"}
@@ -362,7 +362,7 @@ class _Stopped:
     (1, "", "the nbgrader step exited with status 1")])
 def test_a_worker_that_did_not_exit_normally_leaves_nothing(tmp_path, monkeypatch, returncode,
                                                              reason, said):
-    from course.grading import nbgrader_step
+    from autograder.steps import nbgrader_step
 
     monkeypatch.setattr(nbgrader_step, "run_sandboxed",
                         lambda *a, **k: _Stopped(returncode, reason))
@@ -381,7 +381,7 @@ def test_a_worker_that_did_not_exit_normally_leaves_nothing(tmp_path, monkeypatc
 
 
 def test_a_link_where_nbgrader_writes_discards_the_result(tmp_path, monkeypatch):
-    from course.grading import nbgrader_step
+    from autograder.steps import nbgrader_step
 
     monkeypatch.setattr(nbgrader_step, "run_sandboxed", lambda *a, **k: _Stopped(0, ""))
     monkeypatch.setattr(nbgrader_step, "_scratch_course", lambda folder, *a: None)

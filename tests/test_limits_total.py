@@ -15,10 +15,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course.grading import limits
-from course.grading.exercises import registry
-from course.grading.samples import solution_code
-from course.grading.sandbox import run_sandboxed
+from autograder.exercises import registry
+from autograder.inside.linux import mount_tmpfs
+from autograder.isolation import limits
+from autograder.isolation.sandbox import run_sandboxed
+from autograder.store.samples import solution_code
 
 ROOT = Path(__file__).resolve().parents[1]
 ISOLATE = sys.platform.startswith("linux")
@@ -238,7 +239,7 @@ while True:
 def test_class_9_nothing_large_is_left_after_grading(tmp_path):
     """A student leaving 200 MB in 1001 files gets full marks and leaves nothing behind; one
     filling the folder is stopped at its limit in both steps and scores 0 with the reason."""
-    from course.grading.grade import grade
+    from autograder.grade import grade
 
     spec = registry(ROOT)["01_metrics"]
     for name, extra in (("litter", LITTER), ("filler", FILLER)):
@@ -274,8 +275,7 @@ def test_class_9_an_area_left_mounted_by_a_killed_grader_is_removed(tmpfs_here):
         pytest.skip("the grader may not mount a tmpfs here: the work folder is measured")
     stale = limits.AREA_ROOT / "course-sandbox-999999999-1"  # above any pid_max: a dead grader
     stale.mkdir()
-    assert limits._libc().mount(b"course-sandbox", str(stale).encode(), b"tmpfs", 0,
-                                b"size=1m") == 0
+    assert mount_tmpfs(b"course-sandbox", str(stale), b"size=1m")
     assert os.path.ismount(stale)
     fresh = limits.mount_area(1 << 20, 10)
     try:

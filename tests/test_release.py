@@ -9,11 +9,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from course.grading.exercises import registry
-from course.grading.release import (
+from autograder.exercises import registry
+from autograder.inside.nbgrader_api import alembic_head_in_process, venv_on_path
+from autograder.store.release import (
     ReleaseError,
-    _venv_on_path,
-    alembic_head_in_process,
     assignments,
     check_release_up_to_date,
     release,
@@ -42,11 +41,14 @@ def test_a_new_gradebook_is_stamped_with_what_the_alembic_command_says(tmp_path,
         raise AssertionError(f"a command ran: {args}")
 
     with monkeypatch.context() as m:
-        m.setattr(nbgrader.api.sp, "check_output", no_command)
+        m.setattr(subprocess, "check_output", no_command)
         with nbgrader.api.Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}", "c"):
             pass
-    with _venv_on_path(), nbgrader.api._temp_alembic_ini("sqlite:////tmp/gb.db") as ini:
-        expected = subprocess.check_output(["alembic", "-c", ini, "heads"], text=True).split()[0]
+    ini = tmp_path / "alembic.ini"  # the command over nbgrader's migrations, as nbgrader runs it
+    ini.write_text(f"[alembic]\nscript_location = {Path(nbgrader.__file__).parent / 'alembic'}\n")
+    with venv_on_path():
+        expected = subprocess.check_output(["alembic", "-c", str(ini), "heads"],
+                                           text=True).split()[0]
     with sqlite3.connect(tmp_path / "gradebook.db") as db:
         assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(expected,)]
 
@@ -184,12 +186,12 @@ def test_release_is_deterministic_and_its_check_catches_changes(tmp_path):
 def test_course_release_stops_when_a_graded_cell_has_no_trusted_check(tmp_path, capsys):
     """The tiny course's test cell has no exercise module: the instructor is told, and nothing
     is released."""
-    from course.cli import main
+    from autograder.cli import main
 
     _tiny_course(tmp_path)
     assert main(["release", "--root", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert "test cells (test_double) but no module in course/grading/exercises/" in err
+    assert "test cells (test_double) but no module in autograder/exercises/" in err
     assert "there is no source/01_metrics/" in err  # and the course's own modules, no notebook
     assert not (tmp_path / "release").exists()
 

@@ -19,15 +19,16 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course.grading.exercises import registry
-from course.grading.feedback import publish_feedback, sanitize_html
-from course.grading.protocol import Fail, Results, grading_secret, secret_path
-from course.grading.results import GradeRow, read_results, record, write_grades_csv
-from course.grading.samples import ci_parameters_of, solution_code, with_parameters
-from course.grading.sandbox import run_sandboxed
-from course.grading.solution_cell import read_notebook, solution_source
-from course.grading.submissions import STUDENT_ID, collect
-from course.grading.trusted import trusted_grade
+from autograder.exercises import registry
+from autograder.inside.sanitise import sanitize_html
+from autograder.isolation.sandbox import run_sandboxed
+from autograder.protocol import Fail, Results, grading_secret, secret_path
+from autograder.steps.feedback import publish_feedback
+from autograder.steps.trusted import trusted_grade
+from autograder.store.results import GradeRow, read_results, record, write_grades_csv
+from autograder.store.samples import ci_parameters_of, solution_code, with_parameters
+from autograder.store.solution_cell import read_notebook, solution_source
+from autograder.store.submissions import STUDENT_ID, collect
 
 ROOT = Path(__file__).resolve().parents[1]
 NB = nbformat.writes(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]))
@@ -126,7 +127,7 @@ def test_a_notebook_four_levels_down_is_found_and_five_is_not(tmp_path):
 
 def test_any_failure_reading_one_entry_is_that_students_row(tmp_path, monkeypatch):
     """Whatever goes wrong inside one entry (here: a fault no check foresaw) is its reason."""
-    from course.grading import submissions
+    from autograder.store import submissions
 
     subs = tmp_path / "subs"
     for name in ("kim", "lee"):
@@ -512,7 +513,7 @@ def _hidden_lines(assignment: str) -> list[str]:
 @pytest.fixture(scope="module")
 def hostile_batch(tmp_path_factory):
     """Chapter 1 graded for an honest student and students whose cells read or plant files."""
-    from course.grading.grade import grade
+    from autograder.grade import grade
 
     base = tmp_path_factory.mktemp("hostile")
     spec = EXERCISES["01_metrics"]
@@ -651,7 +652,7 @@ time.sleep(5)
 
 
 def _cgroups_here() -> bool:
-    from course.grading.limits import make_cgroups, remove_cgroups
+    from autograder.isolation.limits import make_cgroups, remove_cgroups
 
     made = make_cgroups(64, 8)
     remove_cgroups(made)

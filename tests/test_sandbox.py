@@ -1,4 +1,4 @@
-"""What the sandbox actually enforces (course.grading.sandbox).
+"""What the sandbox actually enforces (autograder.isolation.sandbox).
 
 Each test runs a small Python program inside ``run_sandboxed`` and checks from outside what it
 could or could not do. ``scripts/setup-system.sh`` installs bubblewrap; without it these tests
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from course.grading import preload, sandbox
-from course.grading.sandbox import (
+from autograder.isolation import preload, sandbox
+from autograder.isolation.sandbox import (
     SandboxUnavailableError,
     isolation_available,
     run_sandboxed,
@@ -35,7 +35,7 @@ _started = {"by": None}  # who starts the Python of run_py: bubblewrap, or a pre
 @pytest.fixture(autouse=True, params=["bubblewrap", "preload"])
 def started_by(request):
     """Every test twice: the command started by bubblewrap, and forked from a preload
-    (``course.grading.preload``, what ``course grade`` uses as root) into the same sandbox."""
+    (``autograder.isolation.preload``, what ``course grade`` uses as root) into the same sandbox."""
     if request.param == "preload":
         zygote = preload.shared("harness")
         if zygote is None:
@@ -120,9 +120,13 @@ def test_cannot_see_the_repository_home_or_a_planted_file(tmp_path):
     secret.write_text("SECRET-GRADES")
     secret.chmod(0o644)
     work = tmp_path / "work"
+    grader = ROOT / "autograder"  # the trusted checks and steps: never in the sandbox
     targets = [str(secret), str(ROOT / "pyproject.toml"), str(ROOT / "source"),
-               str(ROOT / "tests" / "test_sandbox.py"), str(ROOT / "autograder"),
-               "/root/.bashrc", "/etc/shadow", str(Path.home() / ".ssh")]
+               str(ROOT / "tests" / "test_sandbox.py"), str(grader / "exercises"),
+               str(grader / "exercises" / "metrics.py"), str(grader / "steps"),
+               str(grader / "protocol.py"), str(grader / "samples"), str(grader / "settings.py"),
+               str(grader / "nbgrader_config.py"), "/root/.bashrc", "/etc/shadow",
+               str(Path.home() / ".ssh")]
     res = run_py(f"""
         import os
         for path in {targets!r}:
@@ -134,13 +138,16 @@ def test_cannot_see_the_repository_home_or_a_planted_file(tmp_path):
             except OSError as err:
                 print("denied", path, err.errno)
         print("ROOT", sorted(os.listdir({str(ROOT)!r})))
+        print("GRADER", sorted(os.listdir({str(grader)!r})))
     """, work)
     assert res.returncode == 0, res.stderr
+    assert "GRADER ['__init__.py', 'inside']" in res.stdout, res.stdout  # what runs inside
     assert "READ" not in res.stdout and "LISTED" not in res.stdout and "SECRET" not in res.stdout
     assert res.stdout.count("denied") == len(targets)
-    # of the repository only the course package and the virtual environment are there
-    visible = eval(res.stdout.split("ROOT ", 1)[1])
-    assert set(visible) <= {"course", ".venv"}
+    # of the repository only the course package, the virtual environment and the grader's
+    # import-free __init__.py with inside/ are there
+    visible = eval(res.stdout.split("ROOT ", 1)[1].splitlines()[0])
+    assert set(visible) <= {"course", ".venv", "autograder"}
 
 
 def test_cannot_write_outside_workdir(tmp_path):

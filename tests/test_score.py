@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from autograder.cli import main
 from course.cifar import read_cifar10
-from course.cli import main
 from course.data import CIFAR10_CLASSES
 from course.notebooks import CI_CELL_LIMIT, ci_parameters, find_root, run_notebook
 from course.project import write_predictions

@@ -1,4 +1,4 @@
-"""The trusted grader (course.grading.trusted) scores exactly like the notebooks' test cells.
+"""The trusted grader (autograder.steps.trusted) scores exactly like the notebooks' test cells.
 
 For each graded chapter, the correct solution and every wrong implementation of
 autograder/samples/<chapter>/ are scored twice: by ``trusted_grade`` (student code in the
@@ -17,9 +17,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course.grading import samples
-from course.grading.exercises import registry
-from course.grading.trusted import CellScore, trusted_grade
+from autograder.exercises import registry
+from autograder.steps.trusted import CellScore, trusted_grade
+from autograder.store import samples
 
 ROOT = Path(__file__).resolve().parents[1]
 ISOLATE = sys.platform.startswith("linux")  # as tests/test_grade.py

@@ -12,8 +12,8 @@ import sys
 import pytest
 from conftest import Lab
 
-from course.grading.samples import write_samples
-from course.grading.sandbox import isolation_available
+from autograder.isolation.sandbox import isolation_available
+from autograder.store.samples import write_samples
 from course.notebooks import find_root
 
 ROOT = find_root()
@@ -30,7 +30,7 @@ def graded_course(tmp_path_factory):
         shutil.copytree(ROOT / folder, course / folder)
     shutil.copy(ROOT / "pyproject.toml", course / "pyproject.toml")
     shutil.copy(ROOT / "autograder" / "nbgrader_config.py", course / "nbgrader_config.py")
-    run = [sys.executable, "-m", "course.cli"]
+    run = [sys.executable, "-m", "autograder.cli"]
     released = subprocess.run([*run, "release", ASSIGNMENT, "--root", str(course)],
                               capture_output=True, text=True, check=False)
     assert released.returncode == 0, released.stdout + released.stderr

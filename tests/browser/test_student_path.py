@@ -17,8 +17,8 @@ import nbformat
 import papermill
 import pytest
 
-from course.grading.exercises import registry
-from course.grading.samples import sample_notebook
+from autograder.exercises import registry
+from autograder.store.samples import sample_notebook
 from course.notebooks import ci_parameters, discover, find_root
 
 ROOT = find_root()

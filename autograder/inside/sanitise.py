@@ -1,0 +1,71 @@
+"""Make an HTML page safe to open: nh3's allowlist, then a page of our own around what is left.
+
+Runs in the sandbox (``python -P -m autograder.inside.sanitise IN OUT``): the page holds what a
+student's notebook printed, and the parser is the part that sees it first. nh3 (Rust's
+ammonia) keeps only the tags and attributes listed here: formatting, headings, lists, tables,
+code, the notebook's CSS and images inlined as ``data:image/...``; script, event handlers,
+frames, forms, ``javascript:`` and every other tag or attribute go. The result is put into a
+page whose Content-Security-Policy forbids script and remote loads, as a second line of
+defence.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+__all__ = ["CSP", "sanitize_html"]
+
+CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
+       "script-src 'none'; object-src 'none'; frame-src 'none'; form-action 'none'; "
+       "base-uri 'none'")
+_EXTRA_TAGS = {"style", "section", "main", "input", "label", "caption", "title"}
+_GENERIC = {"class", "id", "title", "lang", "dir", "style", "role", "align"}
+_ATTRIBUTES = {
+    "a": {"href", "name"}, "img": {"src", "alt", "width", "height"},
+    "td": {"colspan", "rowspan"}, "th": {"colspan", "rowspan", "scope"},
+    "ol": {"start", "type"}, "input": {"type", "checked", "disabled"},
+    "details": {"open"},
+}
+_IMAGE = re.compile(r"data:image/(png|jpeg|gif|webp|svg\+xml)[;,]", re.I)
+_BAD_STYLE = ("url(", "expression(", "javascript:", "behavior:", "-moz-binding", "@import")
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
+
+
+def _attribute(tag: str, name: str, value: str) -> str | None:
+    if name == "src":  # images from the page itself only: never a remote load
+        return value if tag == "img" and _IMAGE.match(value.strip()) else None
+    if name == "href":  # in-page anchors and ordinary links; nh3 has dropped javascript:
+        return value if not value.strip().lower().startswith("data:") else None
+    if name == "style":  # layout only: no url(), no script-era CSS extensions
+        compact = "".join(value.split()).lower()
+        return None if any(bad in compact for bad in _BAD_STYLE) else value
+    if name == "type" and tag == "input":
+        return value if value.lower() == "checkbox" else None  # task lists in markdown
+    return value
+
+
+def sanitize_html(text: str) -> str:
+    """``text`` (a whole HTML page, or a fragment) with nothing left that can run script or
+    load anything from elsewhere, as a complete page."""
+    import nh3
+
+    title = _TITLE.search(text)
+    tags = (set(nh3.ALLOWED_TAGS) | _EXTRA_TAGS) - {"title"}
+    attributes = {tag: set(_GENERIC) for tag in tags}
+    for tag, names in _ATTRIBUTES.items():
+        attributes.setdefault(tag, set()).update(names)
+    body = nh3.clean(text, tags=tags, clean_content_tags={"script", "title", "noscript"},
+                     attributes=attributes, attribute_filter=_attribute,
+                     url_schemes={"http", "https", "mailto", "data"},
+                     link_rel="noopener noreferrer")
+    heading = nh3.clean(title.group(1), tags=set()) if title else "Feedback"
+    return ("<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\n"
+            f"<title>{heading}</title>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+
+
+if __name__ == "__main__":  # in the sandbox: python -P -m autograder.inside.sanitise IN OUT
+    Path(sys.argv[2]).write_text(sanitize_html(Path(sys.argv[1]).read_text(encoding="utf-8")),
+                                 encoding="utf-8")
