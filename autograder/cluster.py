@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["ClusterError", "check_cluster", "grade_on_cluster"]
+__all__ = ["ClusterError", "check_cluster", "grade_on_cluster", "write_feedback"]
 
 _FEEDBACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,120}\.html")
 _unpack_lock = threading.Lock()
@@ -181,7 +181,7 @@ def _check_workers(client, isolate: bool) -> None:
                            + "\n  ".join(problems))
 
 
-def _write_feedback(out_dir: Path, student: str, assignment: str, pages: dict) -> None:
+def write_feedback(out_dir: Path, student: str, assignment: str, pages: dict) -> None:
     """Write a worker's feedback pages (names checked: they come over the network)."""
     dest = out_dir / "feedback" / student / assignment
     if dest.exists():
@@ -236,7 +236,7 @@ def grade_on_cluster(address: str, todo: list, ctx, *, connect_timeout: float = 
             row = GradeRow(**{k: v for k, v in result["row"].items()
                               if k in {f.name for f in dataclasses.fields(GradeRow)}})
             if isinstance(result["feedback"], dict):
-                _write_feedback(ctx.out_dir, sub.student_id, row.assignment, result["feedback"])
+                write_feedback(ctx.out_dir, sub.student_id, row.assignment, result["feedback"])
             yield row
     finally:  # on Ctrl-C or an error: nothing more runs for this batch
         if futures:

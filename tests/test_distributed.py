@@ -201,9 +201,9 @@ def test_workers_with_another_secret_are_refused(cluster, tmp_path, monkeypatch)
 
 
 def test_the_feedback_names_a_worker_returns_are_checked(tmp_path):
-    from autograder.cluster import _write_feedback
+    from autograder.cluster import write_feedback
 
-    _write_feedback(tmp_path, "alice", ASSIGNMENT, {"01_metrics.html": b"<p>ok</p>",
+    write_feedback(tmp_path, "alice", ASSIGNMENT, {"01_metrics.html": b"<p>ok</p>",
                                                     "../../escape.html": b"x",
                                                     ".hidden.html": b"x", "notes.txt": b"x"})
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from waiting import sandbox_processes, wait_until
 
 from autograder.exercises import registry
 from autograder.inside.sanitise import sanitize_html
@@ -133,14 +134,14 @@ def test_any_failure_reading_one_entry_is_that_students_row(tmp_path, monkeypatc
     for name in ("kim", "lee"):
         (subs / name).mkdir(parents=True)
         (subs / name / "01_metrics.ipynb").write_text(NB)
-    real = submissions._from_folder
+    real = submissions.notebook_in_folder
 
     def failing(folder, expected):
         if folder.name == "kim":
             raise PermissionError(13, "Permission denied")
         return real(folder, expected)
 
-    monkeypatch.setattr(submissions, "_from_folder", failing)
+    monkeypatch.setattr(submissions, "notebook_in_folder", failing)
     found = {s.student_id: s for s in collect(subs, "01_metrics", tmp_path / "unpacked")}
     assert found["kim"].notebook is None
     assert found["kim"].reason == "unreadable submission: PermissionError: [Errno 13] " \
@@ -532,7 +533,8 @@ def hostile_batch(tmp_path_factory):
     rows = grade("01_metrics", base / "subs", base / "out", root=ROOT, workers=2,
                  isolate=ISOLATE, timeout=240, cell_timeout=60,
                  keep_work=True)  # the readers' loot.txt stays for class 6
-    time.sleep(3)  # a planter still alive would write now
+    # once no process runs as a sandbox uid, no planter can write any more
+    wait_until(lambda: not sandbox_processes(), 60, "a student's process is still alive")
     return base / "out", {r.student_id: r for r in rows}
 
 

@@ -43,7 +43,7 @@ from autograder.settings import ZYGOTE_ROOM_MB as MIN_ROOM_MB
 
 __all__ = ["Preload", "PRELOADS", "preload_wanted", "shared", "warm", "STUB"]
 
-STUB = Path(__file__).parents[1] / "inside" / "stub.py"
+STUB = Path(__file__).resolve().parents[1] / "inside" / "stub.py"
 # What each kind of zygote imports: the harness needs NumPy and torch only (its memory limit
 # is 4 GB of address space, and every module counts); the nbgrader step and its kernel need
 # nbgrader and Jupyter, and what the chapters' notebooks import.

@@ -26,7 +26,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Submission", "collect", "STUDENT_ID", "MAX_NOTEBOOK_BYTES"]
+__all__ = ["Submission", "collect", "notebook_in_folder", "STUDENT_ID", "MAX_NOTEBOOK_BYTES"]
 
 STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_NOTEBOOK_BYTES = 20 * 2**20  # a chapter without outputs is ~100 kB; with outputs, a few MB
@@ -101,7 +101,7 @@ def _notebooks_in(folder: Path) -> dict[str, Path]:
     return found
 
 
-def _from_folder(folder: Path, expected: str) -> tuple[Path | None, str]:
+def notebook_in_folder(folder: Path, expected: str) -> tuple[Path | None, str]:
     notebooks = _notebooks_in(folder)
     chosen, reason = _choose(list(notebooks), expected)
     if chosen is None:
@@ -191,7 +191,7 @@ def _read_entry(entry: Path, name: str, expected: str, unpack_dir: Path) -> Subm
     """One student's Submission; whatever fails while reading the entry becomes its reason."""
     try:
         if entry.is_dir():
-            notebook, reason = _from_folder(entry, expected)
+            notebook, reason = notebook_in_folder(entry, expected)
         elif entry.suffix.lower() == ".zip":
             notebook, reason = _from_zip(entry, expected, unpack_dir / name)
         else:
