@@ -70,7 +70,7 @@ def _template_key(root: Path, assignment: str) -> str:
     src = root / "source" / assignment
     files = []  # what prepare_course copies: the same patterns left out
     for folder, dirs, names in os.walk(src):
-        skip = release._IGNORE(folder, dirs + names)
+        skip = release.IGNORE(folder, dirs + names)
         dirs[:] = sorted(d for d in dirs if d not in skip)
         files += [Path(folder) / n for n in sorted(names) if n not in skip]
     for path, name in [(root / release.CONFIG, "config"), (Path(release.__file__), "code"),

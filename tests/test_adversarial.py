@@ -273,11 +273,11 @@ def _measure_budgets(base: Path, assignments: list[str]) -> None:
     chapter; here it has the default. Chapters whose budgets are cached are skipped (the
     template `course grade` prepares releases the same bytes as release/, the cache's key).
     """
-    from autograder.steps.budget import _cache_file
+    from autograder.steps.budget import cache_file
 
     procs = []
     for assignment in assignments:
-        if _cache_file(ROOT, EXERCISES[assignment], ROOT, True).is_file():
+        if cache_file(ROOT, EXERCISES[assignment], ROOT, True).is_file():
             continue
         empty = base / "budgets" / assignment / "submissions"
         empty.mkdir(parents=True)
@@ -290,7 +290,7 @@ def _measure_budgets(base: Path, assignments: list[str]) -> None:
         output, _ = proc.communicate()
         assert proc.returncode == 0, output[-3000:]
     missing = [a for a in assignments
-               if not _cache_file(ROOT, EXERCISES[a], ROOT, True).is_file()]
+               if not cache_file(ROOT, EXERCISES[a], ROOT, True).is_file()]
     assert not missing, f"`course grade` on an empty folder measured no budgets for {missing}"
 
 

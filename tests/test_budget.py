@@ -9,25 +9,26 @@ import nbformat
 import pytest
 from traitlets.config import Config
 
-from autograder.inside.nbgrader_worker import _cpu_seconds, _CpuWatch
+from autograder import settings
+from autograder.inside.nbgrader_worker import CpuWatch, cpu_seconds
 from autograder.steps import budget
 from autograder.steps.budget import (
     BudgetError,
     Budgets,
-    _budget,
-    _cell_times,
-    _probe_cpu,
-    _probe_times,
     cell_budget_config,
+    cell_times,
+    clamp_budget,
+    probe_cpu_times,
+    probe_times,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_budget_is_a_multiple_of_the_reference_with_a_floor_and_a_cap():
-    assert _budget(0.01, 30, 300) == 30  # floor
-    assert _budget(7.0, 30, 300) == 7.0 * budget.MULTIPLE
-    assert _budget(100.0, 30, 300) == 300  # never above the flat limit
+    assert clamp_budget(0.01, 30, 300) == 30  # floor
+    assert clamp_budget(7.0, 30, 300) == 7.0 * settings.MULTIPLE
+    assert clamp_budget(100.0, 30, 300) == 300  # never above the flat limit
 
 
 def test_cell_times_come_from_nbclient_timestamps(tmp_path):
@@ -40,13 +41,13 @@ def test_cell_times_come_from_nbclient_timestamps(tmp_path):
                                          "shell.execute_reply": "2026-11-27T10:00:05.250000Z"}
     nb.cells[2].metadata["nbgrader"] = {"grade": True, "grade_id": "test_f", "points": 1}
     nbformat.write(nb, tmp_path / "nb.ipynb")
-    assert _cell_times(tmp_path / "nb.ipynb") == [(None, 4.5), ("test_f", 0.25)]
+    assert cell_times(tmp_path / "nb.ipynb") == [(None, 4.5), ("test_f", 0.25)]
     with pytest.raises(BudgetError, match="no CPU time noted for cell"):
-        _cell_times(tmp_path / "nb.ipynb", cpu=True)  # the CPU budgets are never guessed
+        cell_times(tmp_path / "nb.ipynb", cpu=True)  # the CPU budgets are never guessed
     nb.cells[1].metadata["course"] = {"cpu_seconds": 4.1}
     nb.cells[2].metadata["course"] = {"cpu_seconds": 0.2}
     nbformat.write(nb, tmp_path / "nb.ipynb")
-    assert _cell_times(tmp_path / "nb.ipynb", cpu=True) == [(None, 4.1), ("test_f", 0.2)]
+    assert cell_times(tmp_path / "nb.ipynb", cpu=True) == [(None, 4.1), ("test_f", 0.2)]
 
 
 def test_probe_times_are_the_gaps_between_result_files(tmp_path):
@@ -55,10 +56,10 @@ def test_probe_times_are_the_gaps_between_result_files(tmp_path):
     for i, pid in enumerate(["exec", "p1", "p2"]):
         (tmp_path / f"{pid}.json").write_text("{}")
         os.utime(tmp_path / f"{pid}.json", ns=(0, 10**9 * (10 + 3 * i)))
-    assert _probe_times(tmp_path, ["p1", "p2"]) == [3.0, 3.0]
+    assert probe_times(tmp_path, ["p1", "p2"]) == [3.0, 3.0]
     for pid, cpu in (("p1", 0.5), ("p2", 1.25)):
         (tmp_path / f"{pid}.json").write_text(json.dumps({"status": "ok", "cpu": cpu}))
-    assert _probe_cpu(tmp_path, ["p1", "p2"]) == [0.5, 1.25]
+    assert probe_cpu_times(tmp_path, ["p1", "p2"]) == [0.5, 1.25]
 
 
 def test_nbgrader_config_gives_each_cell_its_budget():
@@ -81,14 +82,14 @@ def test_the_worker_reads_its_cpu_budgets_from_the_config():
     """The worker's GuardedExecute is a configurable class: nbgrader_config.py reaches it."""
     from nbgrader.preprocessors import Execute
 
-    from autograder.inside.nbgrader_worker import _guarded_execute
+    from autograder.inside.nbgrader_worker import guarded_execute
 
     c = Config()
     exec(compile(cell_budget_config(Budgets(cells_cpu={"test_a": 5.0}, other_cells_cpu=7.5)),
                  "nbgrader_config.py", "exec"), {"c": c})
-    guarded = _guarded_execute(Execute)(config=c)
+    guarded = guarded_execute(Execute)(config=c)
     assert guarded.cpu_budgets == {"test_a": 5.0} and guarded.cpu_other == 7.5
-    assert _guarded_execute(Execute)().cpu_other == 0  # no budgets: no CPU limit
+    assert guarded_execute(Execute)().cpu_other == 0  # no budgets: no CPU limit
 
 
 _SPIN = """
@@ -124,7 +125,7 @@ def _process(mode: str, child: bool = False):
 def test_the_cpu_watch_interrupts_a_spinning_cell(child):
     proc = _process("spin", child=child)
     try:
-        watch = _CpuWatch(proc.pid, 0.3)
+        watch = CpuWatch(proc.pid, 0.3)
         out, _ = proc.communicate(timeout=120)  # CPU seconds: however loaded the machine
         used = watch.stop()
         assert watch.fired and out.strip() == "interrupted"
@@ -138,7 +139,7 @@ def test_the_cpu_watch_leaves_a_waiting_cell_to_the_clock():
 
     proc = _process("sleep")
     try:
-        watch = _CpuWatch(proc.pid, 0.3)
+        watch = CpuWatch(proc.pid, 0.3)
         time.sleep(1.5)
         used = watch.stop()
         assert not watch.fired and proc.poll() is None  # no SIGINT: nothing spun
@@ -169,13 +170,13 @@ while True:
 """
 _WATCH = r"""
 import json, os, signal, subprocess, sys
-from autograder.inside.nbgrader_worker import _CpuWatch
+from autograder.inside.nbgrader_worker import CpuWatch
 found = {}
 for namespace in (False, True):
     kernel = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stdout=subprocess.PIPE,
                               text=True)
     assert kernel.stdout.readline().strip() == "ready"
-    watch = _CpuWatch(kernel.pid, 0.5, namespace=namespace)
+    watch = CpuWatch(kernel.pid, 0.5, namespace=namespace)
     try:
         kernel.wait(timeout=100 if namespace else 3)
     except subprocess.TimeoutExpired:
@@ -215,7 +216,7 @@ def test_cpu_seconds_of_a_process_that_is_gone_is_zero():
 
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    assert _cpu_seconds(proc.pid) == 0.0
+    assert cpu_seconds(proc.pid) == 0.0
 
 
 @pytest.mark.slow
@@ -240,12 +241,13 @@ def test_a_looping_submission_costs_its_budget_not_the_flat_limit(tmp_path):
                  timeout=600)
     row = rows[0]
     template = tmp_path / "out" / "work" / "_template"
-    cached = json.loads(budget._cache_file(ROOT, ex, template, True).read_text())
-    assert cached["cells"] and all(budget.CELL_FLOOR <= s <= 300 for s in cached["cells"].values())
-    assert budget.PROBE_FLOOR <= cached["probe"] <= 30
+    cached = json.loads(budget.cache_file(ROOT, ex, template, True).read_text())
+    assert cached["cells"]
+    assert all(settings.CELL_FLOOR <= s <= 300 for s in cached["cells"].values())
+    assert settings.PROBE_FLOOR <= cached["probe"] <= 30
     assert set(cached["cells_cpu"]) == set(cached["cells"])
-    assert all(budget.CELL_CPU_FLOOR <= s <= 300 for s in cached["cells_cpu"].values())
-    assert budget.PROBE_CPU_FLOOR <= cached["probe_cpu"] <= 30
+    assert all(settings.CELL_CPU_FLOOR <= s <= 300 for s in cached["cells_cpu"].values())
+    assert settings.PROBE_CPU_FLOOR <= cached["probe_cpu"] <= 30
     assert row.status == "graded" and row.score < row.max_score, row
     assert not row.flagged and "timed out" not in row.reason, row.reason
     failed = [gid for gid, c in row.cells.items() if not c["passed"]]
@@ -257,7 +259,7 @@ def test_a_looping_submission_costs_its_budget_not_the_flat_limit(tmp_path):
     # loaded to give it that much CPU time, its wall-clock one
     autograded = (tmp_path / "out" / "work" / "loops" / "nbgrader" / "autograded" / "loops"
                   / "01_metrics" / ex.notebook_name)
-    walls, cpus = dict(_cell_times(autograded)), dict(_cell_times(autograded, cpu=True))
+    walls, cpus = dict(cell_times(autograded)), dict(cell_times(autograded, cpu=True))
     for gid in failed:
         assert cpus[gid] >= cached["cells_cpu"][gid] or walls[gid] >= cached["cells"][gid], (
             gid, cpus[gid], walls[gid])

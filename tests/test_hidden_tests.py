@@ -336,13 +336,13 @@ def test_a_notebook_that_is_not_the_one_that_ran_shows_no_output():
 
 
 def test_nbgrader_failures_are_told_in_fixed_words():
-    from autograder.inside.nbgrader_worker import _error_code
+    from autograder.inside.nbgrader_worker import error_code
     from autograder.steps.nbgrader_step import parse_scores
 
     log = {"log": "[ERROR] assert f(2) == 4  # secret\nDeadKernelError: Kernel died",
            "error": "Traceback ... secret"}
-    assert _error_code(log, "autograde") == "kernel-died"
-    assert _error_code({"log": "assert f(2) == 4  # secret"}, "autograde") == "autograde"
+    assert error_code(log, "autograde") == "kernel-died"
+    assert error_code({"log": "assert f(2) == 4  # secret"}, "autograde") == "autograde"
     for error in ("kernel-died", "partial", "secret: assert f(2) == 4"):
         scores, problem = parse_scores({"ok": False, "error": error, "scores": {}})
         assert scores == {} and (problem in ERRORS.values() or problem == "failed")

@@ -22,7 +22,7 @@ back and nbgrader saves the scores. The feedback page is then written by this pr
 from paths the kernel never saw (a fresh Jupyter data dir: no template it planted is used).
 
 Each cell also has a CPU-time budget (``course grade`` measures the reference solution's, see
-budget.py): ``_CpuWatch`` adds up the CPU time of the kernel and its children (with
+budget.py): ``CpuWatch`` adds up the CPU time of the kernel and its children (with
 ``--isolated``, of every process of the sandbox but this one, so that a process double-forked
 away from the kernel still counts) while the cell runs and interrupts the kernel (SIGINT, as
 nbclient does at a cell timeout) once the cell has used more; nbclient's wall-clock timeout
@@ -122,7 +122,7 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 CPU_NOTE = "(stopped: this cell used more than {limit:g} s of CPU time, its limit here)"
 
 
-def _cpu_seconds(root: int | None) -> float:
+def cpu_seconds(root: int | None) -> float:
     """CPU time of process ``root`` and every process below it (those running, and those it
     has waited for), in seconds; 0 for a process that is gone.
 
@@ -155,9 +155,9 @@ def _cpu_seconds(root: int | None) -> float:
     return total / _TICKS
 
 
-class _CpuWatch:
+class CpuWatch:
     """Interrupt the kernel when the running cell has used more than ``limit`` s of CPU
-    (``namespace``: counted over the whole pid namespace, see ``_cpu_seconds``)."""
+    (``namespace``: counted over the whole pid namespace, see ``cpu_seconds``)."""
 
     def __init__(self, pid: int | None, limit: float | None, namespace: bool = False):
         import threading
@@ -191,7 +191,7 @@ class _CpuWatch:
         return self.used
 
     def _seconds(self) -> float:
-        return _cpu_seconds(self.root) if self.pid else 0.0
+        return cpu_seconds(self.root) if self.pid else 0.0
 
 
 def _kernel_pid(client) -> int | None:
@@ -200,7 +200,7 @@ def _kernel_pid(client) -> int | None:
     return pid if isinstance(pid, int) and pid > 0 else None
 
 
-def _guarded_execute(execute):
+def guarded_execute(execute):
     """nbgrader's Execute, noting the first cell that sends hidden test text to the kernel,
     and holding each cell to its CPU-time budget (``cpu_budgets`` by grade_id, ``cpu_other``
     for every other cell; 0: none). The CPU time each cell used is noted in its metadata
@@ -224,7 +224,7 @@ def _guarded_execute(execute):
                 self.clear_display_id_mapping(earlier)
         grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
         limit = float(self.cpu_budgets.get(grade_id, self.cpu_other)) or None
-        watch = _CpuWatch(_kernel_pid(self), limit, namespace=_State.isolated)
+        watch = CpuWatch(_kernel_pid(self), limit, namespace=_State.isolated)
         try:
             return execute.preprocess_cell(self, cell, resources, index)
         finally:
@@ -314,7 +314,7 @@ def without_hidden_tests(nb, first_hidden: int | None = None) -> None:
             cell.source = _scrub(cell.source, hidden)
 
 
-def _error_code(result: dict, default: str) -> str:
+def error_code(result: dict, default: str) -> str:
     """The code in ERRORS for a failed nbgrader run (its log only chooses among them)."""
     text = "\n".join(str(result.get(k) or "") for k in ("log", "error"))
     return next((code for sign, code in _ERROR_SIGNS if sign in text), default)
@@ -345,7 +345,7 @@ def _configure(api) -> None:
     steps = list(Autograde.class_traits()["autograde_preprocessors"].default())
     at = next(i for i, p in enumerate(steps) if p.__name__ == "Execute")
     steps[at:at + 1] = [_preprocessor("HideFromKernel", _hide_from_kernel),
-                        _guarded_execute(steps[at]),
+                        guarded_execute(steps[at]),
                         _preprocessor("AfterStudentCode", _after_student_code)]
     api.config.Autograde.autograde_preprocessors = steps
     from autograder.inside import zygote
@@ -398,7 +398,7 @@ def _grade(api, course_dir: Path, assignment: str, student: str) -> dict:
         _end_leftovers()  # also when autograde stopped before AfterStudentCode
     _fresh_feedback_env(course_dir)
     if not result["success"]:
-        out["error"] = _error_code(result, "autograde")
+        out["error"] = error_code(result, "autograde")
         return out
     scores = _scores(course_dir, assignment, student, api.coursedir.course_id)
     if not _all_or_nothing(scores):
@@ -407,7 +407,7 @@ def _grade(api, course_dir: Path, assignment: str, student: str) -> dict:
     _strip_feedback_source(course_dir, assignment, student)
     feedback = api.generate_feedback(assignment, student, force=True)
     if not feedback["success"]:
-        out["error"] = _error_code(feedback, "feedback")
+        out["error"] = error_code(feedback, "feedback")
         return out
     return {"ok": True, "error": "", "scores": scores}
 

@@ -16,7 +16,7 @@ runs them, so their ids are the instructor's), every other cell the slowest non-
 the reference, every probe the slowest probe.
 
 Each cell and probe has two budgets of that form: one of CPU time (what the kernel and its
-children, or the harness, used while it ran: nbgrader_worker.py's ``_CpuWatch``, the harness's
+children, or the harness, used while it ran: nbgrader_worker.py's ``CpuWatch``, the harness's
 ITIMER_PROF) and one of wall-clock time. The CPU budget is what stops a loop that spins, after
 seconds (its floor is low: CPU time hardly changes with the machine's load); the wall-clock one,
 whose floor stays high because a loaded machine stretches it many times, is what stops code
@@ -46,8 +46,9 @@ from autograder.settings import (
     PROBE_SECONDS,
 )
 
-__all__ = ["Budgets", "BudgetError", "measure_budgets", "cell_budget_config",
-           "MULTIPLE", "CELL_FLOOR", "PROBE_FLOOR", "CELL_CPU_FLOOR", "PROBE_CPU_FLOOR"]
+__all__ = ["Budgets", "BudgetError", "budgets_for", "cache_file", "cache_folder", "cell_times",
+           "cell_budget_config", "clamp_budget", "measure_budgets", "probe_cpu_times",
+           "probe_times"]
 
 
 
@@ -74,11 +75,11 @@ class Budgets:
     measured: dict = field(default_factory=dict)  # the reference's own times, for the record
 
 
-def _budget(seconds: float, floor: float, cap: float) -> float:
+def clamp_budget(seconds: float, floor: float, cap: float) -> float:
     return float(min(cap, max(floor, MULTIPLE * seconds)))
 
 
-def _cell_times(notebook: Path, cpu: bool = False) -> list[tuple[str | None, float]]:
+def cell_times(notebook: Path, cpu: bool = False) -> list[tuple[str | None, float]]:
     """(grade_id, seconds) for each executed code cell of an autograded notebook; ``cpu``: the
     CPU seconds the nbgrader step noted (``metadata.course.cpu_seconds``) instead of the
     wall-clock ones."""
@@ -100,13 +101,13 @@ def _cell_times(notebook: Path, cpu: bool = False) -> list[tuple[str | None, flo
     return times
 
 
-def _probe_cpu(results: Path, probes: list[str]) -> list[float]:
+def probe_cpu_times(results: Path, probes: list[str]) -> list[float]:
     """CPU seconds of each probe, as the harness noted them in its result files."""
     return [float(json.loads((results / f"{pid}.json").read_text(encoding="utf-8"))["cpu"])
             for pid in probes]
 
 
-def _probe_times(results: Path, probes: list[str]) -> list[float]:
+def probe_times(results: Path, probes: list[str]) -> list[float]:
     """Seconds of each probe: gaps between the result files, in the order they were run."""
     order = ["exec", *probes]
     stamps = [os.stat(results / f"{pid}.json").st_mtime_ns for pid in order]
@@ -149,8 +150,8 @@ def measure_budgets(root: Path, exercise, template: Path, work: Path, *, isolate
         raise BudgetError(f"the reference solution of {exercise.assignment} fails the trusted "
                           f"check on this machine: {failed}")
     probe_ids = [p["id"] for p in plan.probes]
-    probes = _probe_times(work / "trusted" / "results", probe_ids)
-    probes_cpu = _probe_cpu(work / "trusted" / "results", probe_ids)
+    probes = probe_times(work / "trusted" / "results", probe_ids)
+    probes_cpu = probe_cpu_times(work / "trusted" / "results", probe_ids)
     scores, problem = run_nbgrader("_reference", notebook, work / "nbgrader", template=template,
                                    assignment=exercise.assignment, timeout=timeout,
                                    isolate=isolate)
@@ -159,7 +160,7 @@ def measure_budgets(root: Path, exercise, template: Path, work: Path, *, isolate
                           f"marks from nbgrader on this machine: {problem or scores}")
     autograded = (work / "nbgrader" / "autograded" / "_reference" / exercise.assignment
                   / exercise.notebook_name)
-    cells, cells_cpu = _cell_times(autograded), _cell_times(autograded, cpu=True)
+    cells, cells_cpu = cell_times(autograded), cell_times(autograded, cpu=True)
     if not cells:
         raise BudgetError(f"nbgrader recorded no cell times in {autograded}")
     tests = {gid: s for gid, s in cells if gid in exercise.points}
@@ -167,12 +168,13 @@ def measure_budgets(root: Path, exercise, template: Path, work: Path, *, isolate
     tests_cpu = {gid: s for gid, s in cells_cpu if gid in exercise.points}
     others_cpu = [s for gid, s in cells_cpu if gid not in exercise.points]
     budgets = Budgets(
-        cells={gid: _budget(s, CELL_FLOOR, cell_cap) for gid, s in tests.items()},
-        other_cells=_budget(max(others, default=0.0), CELL_FLOOR, cell_cap),
-        probe=_budget(max(probes, default=0.0), PROBE_FLOOR, probe_cap),
-        cells_cpu={gid: _budget(s, CELL_CPU_FLOOR, cell_cap) for gid, s in tests_cpu.items()},
-        other_cells_cpu=_budget(max(others_cpu, default=0.0), CELL_CPU_FLOOR, cell_cap),
-        probe_cpu=_budget(max(probes_cpu, default=0.0), PROBE_CPU_FLOOR, probe_cap),
+        cells={gid: clamp_budget(s, CELL_FLOOR, cell_cap) for gid, s in tests.items()},
+        other_cells=clamp_budget(max(others, default=0.0), CELL_FLOOR, cell_cap),
+        probe=clamp_budget(max(probes, default=0.0), PROBE_FLOOR, probe_cap),
+        cells_cpu={gid: clamp_budget(s, CELL_CPU_FLOOR, cell_cap)
+                   for gid, s in tests_cpu.items()},
+        other_cells_cpu=clamp_budget(max(others_cpu, default=0.0), CELL_CPU_FLOOR, cell_cap),
+        probe_cpu=clamp_budget(max(probes_cpu, default=0.0), PROBE_CPU_FLOOR, probe_cap),
         measured={"test cells": tests, "slowest other cell": max(others, default=0.0),
                   "slowest probe": max(probes, default=0.0),
                   "notebook": sum(s for _, s in cells),
@@ -205,7 +207,7 @@ def cell_budget_config(budgets: Budgets) -> str:
         f"c.GuardedExecute.cpu_note = {CPU_NOTE!r}\n")
 
 
-def _cache_file(root: Path, exercise, template: Path, isolate: bool) -> Path:
+def cache_file(root: Path, exercise, template: Path, isolate: bool) -> Path:
     """Where this machine keeps the budgets of this exact released notebook and solution."""
     import hashlib
     import platform
@@ -236,7 +238,7 @@ def budgets_for(root: Path, exercise, template: Path, work: Path, *, isolate: bo
     under ~/.cache/dl-tuning-course/budgets/), capped by this run's flat limits."""
     import fcntl
 
-    cache = _cache_file(root, exercise, template, isolate)
+    cache = cache_file(root, exercise, template, isolate)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         lock = cache.with_suffix(".lock").open("a")

@@ -21,7 +21,7 @@ __all__ = ["ReleaseError", "CONFIG", "assignments", "prepare_course", "release",
            "check_release_up_to_date"]
 
 CONFIG = CONFIG_IN_ROOT
-_IGNORE = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "*.pyc")
+IGNORE = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "*.pyc")
 
 
 class ReleaseError(RuntimeError):
@@ -48,7 +48,7 @@ def prepare_course(root: Path, names: list[str], course_dir: Path) -> Path:
         src = root / "source" / name
         if not src.is_dir():
             raise ReleaseError(f"no assignment {name!r}: {src} is not a folder")
-        shutil.copytree(src, course_dir / "source" / name, ignore=_IGNORE, dirs_exist_ok=True)
+        shutil.copytree(src, course_dir / "source" / name, ignore=IGNORE, dirs_exist_ok=True)
         result = api.generate_assignment(name, force=True, create=True)
         if not result["success"]:
             detail = "\n".join(filter(None, (result.get("log"), result.get("error")))).strip()
@@ -65,7 +65,7 @@ def _generate(root: Path, names: list[str], dest: Path) -> list[Path]:
             target = Path(dest) / name
             if target.exists():
                 shutil.rmtree(target)
-            shutil.copytree(course_dir / "release" / name, target, ignore=_IGNORE)
+            shutil.copytree(course_dir / "release" / name, target, ignore=IGNORE)
             written.append(target)
     return written
 
