@@ -36,6 +36,7 @@ def _score_one(path: Path, y_true, out: Path) -> int:
 
 def _score_class(folder: Path, y_true, out: Path) -> int:
     from course.score import leaderboard, save_confusion_figure, score_folder
+    from course.spreadsheet import write_csv
 
     scores, errors = score_folder(folder, y_true)
     for student, message in errors.items():  # one line each, and the others are still scored
@@ -46,7 +47,7 @@ def _score_class(folder: Path, y_true, out: Path) -> int:
         return 1
     board = leaderboard(scores, errors)
     out.mkdir(parents=True, exist_ok=True)
-    board.to_csv(out / "leaderboard.csv", index=False)
+    write_csv(out / "leaderboard.csv", list(board.columns), board.itertuples(index=False))
     for score in scores:
         save_confusion_figure(score, out / f"{score.student}.confusion.png")
     print_table([("" if r.error else r.rank, r.student,

@@ -24,9 +24,10 @@ from filelock import FileLock
 from autograder.exercises import registry
 from autograder.grade import grade
 from autograder.steps.nbgrader_step import parse_scores
-from autograder.store.results import CSV_COLUMNS, GradeRow, csv_safe, read_results
+from autograder.store.results import CSV_COLUMNS, GradeRow, read_results
 from autograder.store.samples import ci_parameters_of, mistakes, sample_notebook
 from autograder.store.submissions import collect
+from course.spreadsheet import safe_cell as csv_safe
 
 ROOT = Path(__file__).resolve().parents[1]
 # Linux grades in the sandbox (without bubblewrap the grading says so and the test fails);

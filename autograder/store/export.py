@@ -21,14 +21,13 @@ A written answer nobody has graded yet counts 0 and is named in every format.
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autograder.store.gradebook import COMMENT_HEADER, open_gradebook
-from autograder.store.results import csv_safe
+from course.spreadsheet import write_csv
 
 __all__ = ["CellResult", "StudentResult", "read_gradebook", "write_canvas", "write_wide",
            "write_gradescope", "CANVAS_COLUMNS"]
@@ -152,15 +151,6 @@ def read_gradebook(db_url: str, course_id: str, notebooks: dict[str, Path]) -> l
     return sorted(results, key=lambda r: (r.assignment, r.student))
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows([[csv_safe(v) for v in row] for row in rows])
-    return path
-
-
 def write_canvas(results: list[StudentResult], path: Path) -> Path:
     """Canvas's gradebook import CSV: one row per student, one column per assignment."""
     assignments = sorted({r.assignment for r in results})
@@ -174,7 +164,7 @@ def write_canvas(results: list[StudentResult], path: Path) -> Path:
                           if a in records and records[a].notes())
         rows.append([first.name, first.lms_id, student, student, "",
                      *(records[a].score if a in records else "" for a in assignments), notes])
-    return _write_csv(path, [*CANVAS_COLUMNS, *assignments, "Notes"], rows)
+    return write_csv(path, [*CANVAS_COLUMNS, *assignments, "Notes"], rows)
 
 
 def write_wide(results: list[StudentResult], path: Path) -> Path:
@@ -202,7 +192,7 @@ def write_wide(results: list[StudentResult], path: Path) -> Path:
             row += [r.score, r.late_penalty, r.timestamp, len(r.ungraded),
                     *(score.get(c.name, "") for c in cs)]
         rows.append(row)
-    return _write_csv(path, header, rows)
+    return write_csv(path, header, rows)
 
 
 def gradescope_results(result: StudentResult) -> dict:

@@ -7,14 +7,15 @@ per student and assignment), with text that a spreadsheet would run as a formula
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from course.spreadsheet import write_csv
+
 __all__ = ["GradeRow", "CSV_COLUMNS", "ERROR", "GRADED", "GRADER_ERROR", "RESULTS",
-           "read_results", "record", "write_grades_csv", "csv_safe"]
+           "read_results", "record", "write_grades_csv"]
 
 CSV_COLUMNS = ["student_id", "assignment", "score", "max_score", "status", "reason",
                "nbgrader_score", "flagged"]
@@ -49,16 +50,7 @@ class GradeRow:
                    sha256=sha256)
 
     def csv_row(self) -> list:
-        return [csv_safe(getattr(self, name)) for name in CSV_COLUMNS]
-
-
-def csv_safe(value):
-    """Spreadsheets run cells starting with = + - @ as formulas: quote such text."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
+        return [getattr(self, name) for name in CSV_COLUMNS]
 
 
 def read_results(out_dir: Path) -> list[GradeRow]:
@@ -100,12 +92,5 @@ def record(out_dir: Path, row: GradeRow) -> None:
 def write_grades_csv(out_dir: Path) -> Path:
     """Rewrite out_dir/grades.csv from results.jsonl: the latest row per student and assignment."""
     latest = {(r.assignment, r.student_id): r for r in read_results(out_dir)}
-    path = Path(out_dir) / "grades.csv"
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        for key in sorted(latest):
-            writer.writerow(latest[key].csv_row())
-    tmp.replace(path)
-    return path
+    return write_csv(Path(out_dir) / "grades.csv", CSV_COLUMNS,
+                     [latest[key].csv_row() for key in sorted(latest)])
