@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-__all__ = ["CSP", "sanitize_html"]
+__all__ = ["CSP", "sanitize_html", "sanitize_markdown", "sanitize_notebook"]
 
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
        "script-src 'none'; object-src 'none'; frame-src 'none'; form-action 'none'; "
@@ -64,6 +64,78 @@ def sanitize_html(text: str) -> str:
     return ("<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n"
             f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\n"
             f"<title>{heading}</title>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+
+
+def _allowed():
+    import nh3
+
+    tags = (set(nh3.ALLOWED_TAGS) | _EXTRA_TAGS) - {"title", "style", "input", "label"}
+    attributes = {tag: set(_GENERIC) for tag in tags}
+    for tag, names in _ATTRIBUTES.items():
+        attributes.setdefault(tag, set()).update(names)
+    return tags, attributes
+
+
+def _markdown_attribute(tag: str, name: str, value: str) -> str | None:
+    if name == "src" and tag == "img" and value.strip().lower().startswith("attachment:"):
+        return value  # the cell's own attachments (kept as images below)
+    return _attribute(tag, name, value)
+
+
+def sanitize_markdown(text: str) -> str:
+    """A markdown cell's source with its HTML reduced to the allowlist: formatting, tables,
+    code and images from the cell's attachments stay; script, handlers, frames, forms and
+    remote loads go. Markdown itself is text to nh3 and is kept."""
+    import nh3
+
+    tags, attributes = _allowed()
+    return nh3.clean(text, tags=tags, clean_content_tags={"script", "style", "noscript"},
+                     attributes=attributes, attribute_filter=_markdown_attribute,
+                     url_schemes={"http", "https", "mailto", "data", "attachment"},
+                     link_rel="noopener noreferrer")
+
+
+_RASTER = {"image/png", "image/jpeg", "image/gif"}
+_BASE64 = re.compile(r"[A-Za-z0-9+/=\s]*")
+_KEEP_CELL_METADATA = ("nbgrader", "tags", "deletable", "editable")
+_KEEP_NOTEBOOK_METADATA = ("kernelspec", "language_info")
+
+
+def _raster_only(bundle) -> dict:
+    return {mime: data for mime, data in dict(bundle or {}).items()
+            if mime in _RASTER and isinstance(data, str) and _BASE64.fullmatch(data)}
+
+
+def sanitize_notebook(nb, keep_output=("text/plain", "image/png", "image/jpeg")) -> None:
+    """Make a student's notebook (an nbformat node, changed in place) safe to render for a
+    person, as formgrader does with nbconvert: markdown through :func:`sanitize_markdown`,
+    attachments raster images only, outputs only the ``keep_output`` types (no HTML, SVG,
+    JavaScript or widget views), and no metadata but what nbgrader and Jupyter need."""
+    nb.metadata = {k: v for k, v in nb.get("metadata", {}).items()
+                   if k in _KEEP_NOTEBOOK_METADATA}
+    for cell in nb.cells:
+        cell.metadata = {k: v for k, v in cell.get("metadata", {}).items()
+                         if k in _KEEP_CELL_METADATA}
+        if "attachments" in cell:
+            cell.attachments = {name: _raster_only(bundle)
+                                for name, bundle in dict(cell.attachments or {}).items()
+                                if isinstance(name, str)}
+        if cell.cell_type == "markdown":
+            cell.source = sanitize_markdown(cell.source)
+        elif cell.cell_type == "raw":  # its raw_mimetype (text/html: rendered as is) is gone
+            cell.source = nh3_text(cell.source)
+        for output in cell.get("outputs", []):
+            if "metadata" in output:
+                output["metadata"] = {}
+            if "data" in output:
+                output["data"] = {k: v for k, v in output["data"].items() if k in keep_output}
+
+
+def nh3_text(text: str) -> str:
+    """``text`` with every tag removed and what is left escaped."""
+    import nh3
+
+    return nh3.clean(text, tags=set())
 
 
 if __name__ == "__main__":  # in the sandbox: python -P -m autograder.inside.sanitise IN OUT

@@ -278,14 +278,15 @@ def _previous_sha(comment) -> str:
 
 
 def _sanitised_copy(src: Path, dest: Path) -> None:
-    """The graded notebook for formgrader, with no HTML or script from the student's run."""
+    """The graded notebook for formgrader, with nothing active from the student: no HTML or
+    script in the outputs, markdown (the written answers) and attachments through nh3's
+    allowlist, no metadata but nbgrader's (``inside/sanitise.py``)."""
     import nbformat
 
+    from autograder.inside.sanitise import sanitize_notebook
+
     nb = nbformat.read(src, as_version=4)
-    for cell in nb.cells:
-        for output in cell.get("outputs", []):
-            if "data" in output:
-                output["data"] = {k: v for k, v in output["data"].items() if k in _KEEP_MIME}
+    sanitize_notebook(nb, keep_output=_KEEP_MIME)
     dest.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, dest)
 
