@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from autograder import settings
-from course.cli import add_student_commands, print_table
+from course.cli import PRIVATE_COMMANDS, add_student_commands, print_table, run_command
 
 __all__ = ["build_parser", "check_samples", "main"]
 
@@ -329,11 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from course.lean_imports import skip_unused_format_checkers
-
-    skip_unused_format_checkers()
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    return run_command(build_parser(), argv, PRIVATE_COMMANDS | {"grade", "export", "all"})
 
 
 if __name__ == "__main__":

@@ -5,11 +5,13 @@ top by ``autograder/cli.py``, which is what the installed ``course`` command run
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-__all__ = ["add_student_commands", "build_parser", "main", "print_table"]
+__all__ = ["PRIVATE_COMMANDS", "add_student_commands", "build_parser", "main", "print_table",
+           "run_command"]
 
 
 def print_table(rows: list[tuple], header: tuple) -> None:
@@ -164,12 +166,27 @@ def _add_score(sub) -> None:
     scr.set_defaults(func=cmd_score)
 
 
-def main(argv: list[str] | None = None) -> int:
+# Commands whose outputs hold students' grades: what they create is readable by its owner only
+# (umask 077), on a shared machine too. A co-grader gets access through a group (see
+# autograder/README.md), never through world-readable files.
+PRIVATE_COMMANDS = {"score"}
+
+
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None,
+                private: set[str]) -> int:
+    """Parse ``argv`` with ``parser`` and run the chosen command; the ``private`` ones with
+    umask 077."""
     from course.lean_imports import skip_unused_format_checkers
 
     skip_unused_format_checkers()
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.command in private:
+        os.umask(0o077)
     return args.func(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), argv, PRIVATE_COMMANDS)
 
 
 if __name__ == "__main__":
