@@ -273,7 +273,7 @@ def _add_grade(sub) -> None:
                      "fails the cell (default: Execute.timeout of autograder/nbgrader_config.py)")
     grd.add_argument("--flat-limits", action="store_true",
                      help=f"limit each cell and each trusted probe by the flat limits "
-                     f"({settings.FLAT_CELL_SECONDS:g} s, {settings.PROBE_SECONDS:g} s) instead "
+                     f"({settings.flat_cell_seconds():g} s, {settings.PROBE_SECONDS:g} s) instead "
                      "of budgets measured from the reference solution on this machine "
                      f"({settings.MULTIPLE}x its CPU time, at least "
                      f"{settings.CELL_CPU_FLOOR:g} s per cell and {settings.PROBE_CPU_FLOOR:g} s "
@@ -293,9 +293,9 @@ def _add_grade(sub) -> None:
                      help="nbgrader gradebook to record into, any SQLAlchemy URL, e.g. "
                      "postgresql://user@host/course (default: nbgrader's db_url, the "
                      "gradebook.db of the course directory)")
-    grd.add_argument("--db-wait", type=float, default=600, metavar="S",
+    grd.add_argument("--db-wait", type=float, default=settings.GRADEBOOK_WAIT_SECONDS, metavar="S",
                      help="seconds to wait while another `course grade` records into the same "
-                     "gradebook before giving up (default 600)")
+                     f"gradebook before giving up (default {settings.GRADEBOOK_WAIT_SECONDS:g})")
     grd.add_argument("--root", type=Path, default=None, help="course repository root")
     grd.set_defaults(func=cmd_grade)
 

@@ -2,7 +2,8 @@
 
 Wall-clock seconds unless a name says CPU; memory in MiB. The chapters' own per-cell limit,
 ``Execute.timeout``, is nbgrader's setting and lives in ``nbgrader_config.py`` beside this file
-(read by :func:`flat_cell_seconds`). LIMITS.md explains each figure and where it was measured.
+(read by :func:`flat_cell_seconds`, never repeated here). LIMITS.md explains each figure and
+where it was measured.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ SAMPLES_IN_ROOT = Path("autograder") / "samples"
 
 # --- one student's steps
 STEP_SECONDS = 600.0  # each sandboxed step of one student (course grade --timeout)
-FLAT_CELL_SECONDS = 300.0  # a notebook cell, where nbgrader_config.py sets no Execute.timeout
 PROBE_SECONDS = 30.0  # a trusted probe, before budgets are measured
 EXEC_SECONDS = 60.0  # the harness running the solution cell's definitions
 FEEDBACK_SECONDS = 120.0  # sanitising one feedback page in the sandbox
 CONNECT_SECONDS = 10.0  # reaching a Dask scheduler (course grade --scheduler)
+GRADEBOOK_WAIT_SECONDS = 600.0  # for another course grade to finish recording (--db-wait)
 
 # --- budgets from the reference solution (steps/budget.py)
 MULTIPLE = 10  # a student's code may be this many times slower than the reference
@@ -67,12 +68,15 @@ def course_id(config: Path = NBGRADER_CONFIG) -> str:
     return CourseDirectory(config=_config(Path(config).resolve())).course_id
 
 
-def flat_cell_seconds(config: Path) -> float:
-    """A notebook cell's flat limit in the nbgrader configuration ``config`` (the last
-    ``c.Execute.timeout`` it sets: ``course grade --cell-timeout`` appends one), else
-    FLAT_CELL_SECONDS."""
+def flat_cell_seconds(config: Path = NBGRADER_CONFIG) -> float:
+    """A notebook cell's flat limit: ``c.Execute.timeout`` of the nbgrader configuration
+    ``config`` (its last one: ``course grade --cell-timeout`` appends one; the course's own
+    by default), else nbgrader's default."""
+    from nbgrader.preprocessors import Execute
     from traitlets.config.loader import PyFileConfigLoader
 
     config = Path(config).resolve()
     loaded = PyFileConfigLoader(config.name, path=str(config.parent)).load_config()
-    return float(loaded.Execute.timeout) if "timeout" in loaded.Execute else FLAT_CELL_SECONDS
+    if "timeout" in loaded.Execute:
+        return float(loaded.Execute.timeout)
+    return float(Execute.class_traits()["timeout"].default_value)

@@ -39,11 +39,11 @@ from pathlib import Path
 from autograder.settings import (
     CELL_CPU_FLOOR,
     CELL_FLOOR,
-    FLAT_CELL_SECONDS,
     MULTIPLE,
     PROBE_CPU_FLOOR,
     PROBE_FLOOR,
     PROBE_SECONDS,
+    flat_cell_seconds,
 )
 
 __all__ = ["Budgets", "BudgetError", "budgets_for", "cache_file", "cache_folder", "cell_times",
@@ -251,7 +251,7 @@ def budgets_for(root: Path, exercise, template: Path, work: Path, *, isolate: bo
             found = Budgets(**json.loads(cache.read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError):
             found = measure_budgets(root, exercise, template, work, isolate=isolate,
-                                    timeout=timeout, cell_cap=FLAT_CELL_SECONDS,
+                                    timeout=timeout, cell_cap=flat_cell_seconds(),
                                     probe_cap=PROBE_SECONDS)
             try:
                 tmp = cache.with_suffix(f".{os.getpid()}.tmp")

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import timezone
 from pathlib import Path
 
+from autograder.settings import GRADEBOOK_WAIT_SECONDS, course_id
 from autograder.store.deadlines import LatePolicy, submission_time
 
 __all__ = ["GradebookBusy", "Recorder", "nbgrader_settings", "gradebook_lock", "safe_url",
@@ -157,7 +158,7 @@ def _postgres_lock(db_url: str, wait: float, on_wait: Callable[[str], None]):
 
 
 @contextmanager
-def gradebook_lock(db_url: str, *, wait: float = 600,
+def gradebook_lock(db_url: str, *, wait: float = GRADEBOOK_WAIT_SECONDS,
                    on_wait: Callable[[str], None] = print):
     """Hold the gradebook for one recording; GradebookBusy after ``wait`` seconds."""
     from sqlalchemy.engine import make_url
@@ -303,8 +304,8 @@ class Recorder:
 
     db_url: str
     course_dir: Path  # formgrader's course directory: autograded/<student>/<assignment>/
-    course_id: str = "dl-tuning"
-    wait: float = 600
+    course_id: str = field(default_factory=course_id)  # nbgrader's, from nbgrader_config.py
+    wait: float = GRADEBOOK_WAIT_SECONDS
     policies: dict[str, LatePolicy] = field(default_factory=dict)
     say: Callable[[str], None] = print
 
