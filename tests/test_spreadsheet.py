@@ -92,3 +92,13 @@ def test_a_quoted_cell_reads_back_as_the_text_with_its_quote(tmp_path, value):
     """What a spreadsheet shows: the text, marked as text by the leading quote."""
     path = write_csv(tmp_path / "t.csv", ["v"], [[value]])
     assert _cells(path) == ["v", "'" + value]
+
+
+def test_a_grader_error_row_has_no_score_in_grades_csv(tmp_path):
+    """The grader failed on this student: grades.csv must not say 0 (an LMS would import it)."""
+    record(tmp_path, GradeRow("amy", "01_metrics", 0.0, 6.0, "grader-error", "grader error"))
+    record(tmp_path, GradeRow("bo", "01_metrics", 0.0, 6.0, "graded", "failed all"))
+    with (write_grades_csv(tmp_path)).open(newline="") as f:
+        rows = {r["student_id"]: r for r in csv.DictReader(f)}
+    assert rows["amy"]["score"] == "" and rows["amy"]["status"] == "grader-error"
+    assert rows["bo"]["score"] == "0.0"

@@ -1,6 +1,6 @@
-"""Run in the sandbox in place of a command that a ``Preload`` fork runs (see preload.py).
+"""Run in the sandbox in place of a command a ``Preload`` fork runs (isolation/preload.py).
 
-``python -I -S preload_stub.py FD``: hands this process's stdin, stdout and stderr to the fork
+``python -I -S stub.py FD``: hands this process's stdin, stdout and stderr to the fork
 over the socket FD (the kernel adds this process's pid, which is how the fork finds the
 sandbox's namespaces), then waits for the command's exit status and exits with it. Standard
 library only, and nothing imported that a bare interpreter does not need.

@@ -50,7 +50,11 @@ class GradeRow:
                    sha256=sha256)
 
     def csv_row(self) -> list:
-        return [getattr(self, name) for name in CSV_COLUMNS]
+        """grades.csv's cells; a grader-error row has no score (never a 0 an LMS would import)."""
+        row = [getattr(self, name) for name in CSV_COLUMNS]
+        if self.status == GRADER_ERROR:
+            row[CSV_COLUMNS.index("score")] = None
+        return row
 
 
 def read_results(out_dir: Path) -> list[GradeRow]:
