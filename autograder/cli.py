@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from autograder import settings
+from autograder.cluster_tls import add_certs_command
 from course.cli import PRIVATE_COMMANDS, add_student_commands, print_table, run_command
 
 __all__ = ["build_parser", "check_samples", "main"]
@@ -323,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="course", description="The deep-learning tuning course: run, score, release, grade.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_student_commands(sub)
+    add_certs_command(sub)
     for add in (_add_all, _add_release, _add_grade, _add_export):
         add(sub)
     return parser
