@@ -216,8 +216,7 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
     if scheduler:
         from autograder.cluster import grade_on_cluster
 
-        graded = grade_on_cluster(scheduler, security, todo, ctx,
-                                  connect_timeout=connect_timeout)
+        graded = grade_on_cluster(scheduler, security, todo, ctx, connect_timeout=connect_timeout)
     else:
         graded = _grade_locally(todo, ctx, workers)
     try:
