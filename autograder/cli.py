@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from autograder import settings
+from autograder.cluster_tls import add_certs_command, add_tls_options
 from course.cli import PRIVATE_COMMANDS, add_student_commands, print_table, run_command
 
 __all__ = ["build_parser", "check_samples", "main"]
@@ -49,6 +50,7 @@ def _recorder(args):
 
 def cmd_grade(args) -> int:
     from autograder.cluster import ClusterError
+    from autograder.cluster_tls import grade_security
     from autograder.exercises import RegistryError
     from autograder.grade import IsolationUnavailable, grade
     from autograder.steps.budget import BudgetError
@@ -71,6 +73,7 @@ def cmd_grade(args) -> int:
                      workers=args.workers, isolate=not args.no_isolation, timeout=args.timeout,
                      cell_timeout=args.cell_timeout, on_row=progress, gradebook=recorder,
                      scheduler=args.scheduler, budgets=not args.flat_limits,
+                     security=grade_security(args),
                      keep_work=args.keep_work)
     except (ClusterError, BudgetError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -284,11 +287,11 @@ def _add_grade(sub) -> None:
                      help="leave all that each student's grading wrote in OUT/work/STUDENT/ "
                      "(within the per-student disk limit), to inspect a submission; by default "
                      "only the files the grader reads stay there")
-    grd.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
-                     help="grade on the workers of this Dask scheduler (`dask scheduler`, then "
-                     "`dask worker tcp://HOST:8786` on each machine, with the course and "
-                     "bubblewrap installed) instead of --workers threads here; this machine "
-                     "still writes every result")
+    grd.add_argument("--scheduler", default=None, metavar="tls://HOST:8786",
+                     help="grade on the workers of this Dask scheduler, all with the course's "
+                     "certificates (`course cluster-certs`, autograder/CLUSTER.md), instead of "
+                     "--workers threads here; this machine still writes every result")
+    add_tls_options(grd)
     grd.add_argument("--db", default=None, metavar="URL",
                      help="nbgrader gradebook to record into, any SQLAlchemy URL, e.g. "
                      "postgresql://user@host/course (default: nbgrader's db_url, the "
@@ -323,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="course", description="The deep-learning tuning course: run, score, release, grade.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_student_commands(sub)
+    add_certs_command(sub)
     for add in (_add_all, _add_release, _add_grade, _add_export):
         add(sub)
     return parser

@@ -1,4 +1,7 @@
-"""``course grade --scheduler tcp://HOST:8786``: the same per-student grading on a Dask cluster.
+"""``course grade --scheduler tls://HOST:8786``: the same per-student grading on a Dask cluster.
+
+Every connection is TLS with the course's certificates (``cluster_tls.py``: the ``Security``
+passed in here); autograder/CLUSTER.md is the recipe.
 
 The machine that runs ``course grade`` stays the only writer of results.jsonl, grades.csv and
 the feedback folder. Each student becomes one Dask task that carries plain data: the
@@ -127,35 +130,40 @@ def _tar_folder(folder: Path) -> bytes:
     return buf.getvalue()
 
 
-def _connect(address: str, connect_timeout: float, worker_timeout: float):
+def _connect(address: str, security, connect_timeout: float, worker_timeout: float):
+    """A Client of the scheduler at ``address`` with ``security`` (Dask's ``Security``), once
+    at least one worker has joined."""
     try:
         from distributed import Client
     except ImportError as err:  # pragma: no cover - a dependency of the package
         raise ClusterError("--scheduler needs dask[distributed]: pip install "
                            "'dask[distributed]'") from err
     try:
-        client = Client(address, timeout=f"{connect_timeout}s", set_as_default=False)
+        client = Client(address, security=security, timeout=f"{connect_timeout}s",
+                        set_as_default=False)
     except (OSError, TimeoutError, ValueError) as err:
         raise ClusterError(
             f"cannot reach the Dask scheduler at {address} within {connect_timeout:g} s ({err}). "
-            "Start one with `dask scheduler` on that machine (port 8786), check the address "
-            "and the firewall, or leave out --scheduler to grade on this machine.") from err
+            "Start one with `dask scheduler` on that machine (port 8786), check the address, "
+            "the firewall and that it has the course's certificates (autograder/CLUSTER.md), "
+            "or leave out --scheduler to grade on this machine.") from err
     try:
         client.wait_for_workers(1, timeout=worker_timeout)
     except (TimeoutError, OSError) as err:
         client.close()
         raise ClusterError(
             f"no Dask worker joined the scheduler at {address} within {worker_timeout:g} s: "
-            f"start workers with `dask worker {address}` on machines that have the course "
-            "installed and bubblewrap") from err
+            f"start workers with `dask worker {address}` and the course's worker certificate "
+            "(autograder/CLUSTER.md) on machines that have the course installed and "
+            "bubblewrap") from err
     return client
 
 
-def check_cluster(address: str, *, isolate: bool, connect_timeout: float = 10,
+def check_cluster(address: str, security, *, isolate: bool, connect_timeout: float = 10,
                   worker_timeout: float = 60) -> None:
-    """Fail fast, before any work here: the scheduler answers, has workers, and they can grade
-    (ClusterError otherwise)."""
-    client = _connect(address, connect_timeout, worker_timeout)
+    """Fail fast, before any work here: the scheduler answers (through ``security``), has
+    workers, and they can grade (ClusterError otherwise)."""
+    client = _connect(address, security, connect_timeout, worker_timeout)
     try:
         _check_workers(client, isolate)
     finally:
@@ -201,15 +209,16 @@ def _lost_row(sub, sha: str, exercise, err: BaseException):
                              "rerun to try again", sha256=sha, status=GRADER_ERROR)
 
 
-def grade_on_cluster(address: str, todo: list, ctx, *, connect_timeout: float = 10,
+def grade_on_cluster(address: str, security, todo: list, ctx, *, connect_timeout: float = 10,
                      worker_timeout: float = 60) -> Iterator:
-    """Grade ``todo`` ([(Submission, sha256)]) on the cluster at ``address``; yield each
-    GradeRow as it arrives, its feedback pages already written under ``ctx.out_dir``."""
+    """Grade ``todo`` ([(Submission, sha256)]) on the cluster at ``address``, connected with
+    ``security``; yield each GradeRow as it arrives, its feedback pages already written under
+    ``ctx.out_dir``."""
     from autograder.store.results import GradeRow
 
     if not todo:
         return
-    client = _connect(address, connect_timeout, worker_timeout)
+    client = _connect(address, security, connect_timeout, worker_timeout)
     futures = {}
     try:
         _check_workers(client, ctx.isolate)

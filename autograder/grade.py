@@ -149,7 +149,7 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
           on_row: Callable[[GradeRow, int, int], None] | None = None,
           gradebook: Recorder | None = None,
           scheduler: str | None = None, connect_timeout: float = settings.CONNECT_SECONDS,
-          budgets: bool = True, keep_work: bool = False) -> list[GradeRow]:
+          security=None, budgets: bool = True, keep_work: bool = False) -> list[GradeRow]:
     """Grade every submission of ``assignment`` in ``submissions``; rows sorted by student.
 
     ``timeout`` is the wall-clock limit in seconds for each sandboxed step of one student.
@@ -165,10 +165,11 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
     ``budgets`` (the default) limits each cell and each trusted probe by the reference
     solution's own time on this machine (``budget.py``: measured once, then cached), never
     above the flat limits; without it, or for cells when ``cell_timeout`` is given, the flat
-    limits apply. ``scheduler`` (``tcp://HOST:8786``) grades on that Dask cluster instead of
+    limits apply. ``scheduler`` (``tls://HOST:8786``) grades on that Dask cluster instead of
     ``workers`` local threads (``distributed.py``); this process still writes every result. Raises
     ClusterError when the scheduler cannot be reached within ``connect_timeout`` seconds or
-    its workers cannot grade.
+    its workers cannot grade. ``security`` (Dask's ``Security``) defaults to the course's
+    certificates (``cluster_tls.scheduler_security``: an address without TLS is refused).
 
     With no submission at all (an empty folder), the run only measures the budgets: do it on
     the grading machine before the deadline, so that the first run of the class does not wait
@@ -186,8 +187,10 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
     grading_secret()  # made on first use; a secret the sandbox could read stops the run here
     if scheduler:  # an unreachable or misconfigured cluster fails before any work here
         from autograder.cluster import check_cluster
+        from autograder.cluster_tls import scheduler_security
 
-        check_cluster(scheduler, isolate=isolate, connect_timeout=connect_timeout)
+        security = scheduler_security(scheduler) if security is None else security
+        check_cluster(scheduler, security, isolate=isolate, connect_timeout=connect_timeout)
     out_dir = Path(out_dir).resolve()
     subs = collect(Path(submissions), assignment, out_dir / "work" / "_unpacked")
     done = {(r.student_id, r.sha256): r for r in read_results(out_dir)
@@ -213,7 +216,7 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
     if scheduler:
         from autograder.cluster import grade_on_cluster
 
-        graded = grade_on_cluster(scheduler, todo, ctx, connect_timeout=connect_timeout)
+        graded = grade_on_cluster(scheduler, security, todo, ctx, connect_timeout=connect_timeout)
     else:
         graded = _grade_locally(todo, ctx, workers)
     try:

@@ -149,16 +149,25 @@ def _dask(args: list[str], log: Path) -> subprocess.Popen:
 
 def time_dask(assignment: str, subs: Path, work: Path) -> dict[int, float]:
     """``course grade --scheduler`` on a local scheduler with 1, then 2 worker processes (one
-    thread each, each with its own scratch folder): the same batch, fresh output folders."""
+    thread each, each with its own scratch folder), over TLS with certificates made for the
+    run (autograder/CLUSTER.md): the same batch, fresh output folders."""
     import json
     import signal
 
+    from autograder.cluster_tls import make_certs, tls_security
+
+    certs = work / "dask-tls"
+    make_certs(certs)
+    ca = ["--tls-ca-file", str(certs / "ca.pem")]
     times = {}
     for n in (1, 2):
         info = work / f"dask{n}" / "scheduler.json"
         info.parent.mkdir(parents=True)
-        procs = [_dask(["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                        "--scheduler-file", str(info)], info.parent / "scheduler.log")]
+        procs = [_dask(["scheduler", "--protocol", "tls", "--host", "127.0.0.1", "--port", "0",
+                        "--no-dashboard", "--scheduler-file", str(info), *ca,
+                        "--tls-cert", str(certs / "scheduler.pem"),
+                        "--tls-key", str(certs / "scheduler-key.pem")],
+                       info.parent / "scheduler.log")]
         try:
             while not info.exists():
                 time.sleep(0.2)
@@ -167,18 +176,20 @@ def time_dask(assignment: str, subs: Path, work: Path) -> dict[int, float]:
                 scratch = info.parent / f"scratch{i}"
                 scratch.mkdir()
                 procs.append(_dask(["worker", address, "--nthreads", "1", "--no-nanny",
-                                    "--no-dashboard", "--local-directory", str(scratch)],
+                                    "--no-dashboard", "--local-directory", str(scratch), *ca,
+                                    "--tls-cert", str(certs / "worker.pem"),
+                                    "--tls-key", str(certs / "worker-key.pem")],
                                    info.parent / f"worker{i}.log"))
             from distributed import Client
 
-            with Client(address, timeout="30s") as client:
+            with Client(address, security=tls_security(certs), timeout="30s") as client:
                 client.wait_for_workers(n, timeout=120)
             out = info.parent / "out"
             start = time.perf_counter()
             proc = subprocess.run([str(Path(sys.executable).parent / "course"), "grade",
                                    assignment, str(subs), "--out", str(out), "--scheduler",
-                                   address], cwd=ROOT, capture_output=True, text=True,
-                                  check=False)
+                                   address, "--tls", str(certs)], cwd=ROOT,
+                                  capture_output=True, text=True, check=False)
             times[n] = time.perf_counter() - start
             if proc.returncode not in (0, 1):
                 print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
@@ -246,7 +257,7 @@ def main(argv=None) -> int:
         f"| {a} | {args.students} | {t_nb[a]:.1f} | {t_cg[a]:.1f} | "
         f"{t_nb[a] / t_cg[a]:.2f} |" for a in args.assignments)
     dask_text = "" if not t_dask else f"""
-**On a Dask cluster** (`course grade {args.dask} ... --scheduler tcp://127.0.0.1:PORT`, a local
+**On a Dask cluster** (`course grade {args.dask} ... --scheduler tls://127.0.0.1:PORT`, a local
 scheduler and `dask worker --nthreads 1` processes, each with its own scratch folder; the same
 {args.students} submissions, same run): 1 worker process {t_dask[1]:.1f} s, 2 worker processes
 {t_dask[2]:.1f} s ({t_dask[1] / t_dask[2]:.2f}x).

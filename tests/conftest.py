@@ -58,6 +58,7 @@ SHARED_WORK = {
     ("test_gradebook", "postgres"): "gradebook-class",
     ("test_robust", "hostile_batch"): "robust-hostile-batch",
     ("test_hidden_tests", "graded"): "hidden-tests-batch",
+    ("test_cluster_tls", "cluster"): "tls-cluster",
 }
 # Then the longest single tests first and the quick ones last, so that neither worker is left
 # with a long test while the other has nothing to do (longest processing time first). Each entry
