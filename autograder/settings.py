@@ -46,6 +46,7 @@ MAX_FEEDBACK_BYTES = 20 * 2**20  # a chapter's feedback page with its plots is a
 UID_FIRST = 400_000  # sandbox uids: a block of UID_BLOCK per grader process, from here
 UID_BLOCK = 64
 UID_BLOCKS = 8192  # 400,000 + 8,192 x 64 < 2**20: clear of the users a system makes
+UID_LOCKS = "/run/course-grade-uids"  # a lock file per block: the grader holding it (uids.py)
 ZYGOTE_READY_SECONDS = 180  # a zygote's imports (8 s idle; far more on a loaded machine)
 ZYGOTE_ROOM_MB = 512  # address space a fork must leave its command, under its limit
 

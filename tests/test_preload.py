@@ -7,6 +7,7 @@ grade of a class with and without preloading.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 
 from autograder.exercises import registry
 from autograder.isolation import preload
+from autograder.isolation.environment import IMPORT_TIME, sandbox_env
 from autograder.isolation.sandbox import run_sandboxed
 from autograder.steps.nbgrader_step import NBGRADER_MEMORY_MB
 from autograder.steps.trusted import HARNESS
@@ -24,6 +26,8 @@ from autograder.steps.trusted import HARNESS
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 EXERCISES = registry(ROOT)
+# a module that starts a thread as it is imported (and never ends it)
+THREADED = "debugpy._vendored.pydevd.pydevd_attach_to_process._always_live_program"
 
 
 def _root_only():
@@ -76,6 +80,89 @@ def test_a_preload_that_cannot_serve_leaves_the_start_to_bubblewrap(tmp_path, ca
                         preload=preload.shared("harness"))
     assert res.returncode == 0 and res.stdout == "False\n", res.stderr
     assert "MB of the command's 1024 MB of address space" in capfd.readouterr().err
+
+
+@pytest.mark.sandbox
+@pytest.mark.slow
+def test_a_zygote_with_a_thread_running_leaves_the_start_to_bubblewrap(tmp_path, capfd):
+    """A fork of a process with two threads could wait forever on a lock the other thread
+    held: the zygote checks before each fork and, with a thread running, answers "failed", so
+    bubblewrap starts the command. The thread here is a real one: debugpy's vendored pydevd
+    has a module that starts one as it is imported (debugpy comes with ipykernel)."""
+    _root_only()
+    if importlib.util.find_spec(THREADED.rpartition(".")[0]) is None:
+        pytest.skip(f"{THREADED} is not installed")
+    threaded = preload.Preload("harness", also=(THREADED,))
+    try:
+        res = run_sandboxed([PY, "-c", "import sys; print('torch' in sys.modules)"],
+                            workdir=tmp_path, timeout=120, preload=threaded)
+        assert res.returncode == 0 and res.stdout == "False\n", res.stderr  # started afresh
+        err = capfd.readouterr().err
+        assert "a preloaded start failed (the zygote is not single-threaded (2 threads))" in err
+    finally:
+        threaded.close()  # its thread never ends: the zygote is killed after close's wait
+
+
+def test_threads_running_counts_the_kernels_threads():
+    code = textwrap.dedent("""
+        import threading
+        from autograder.inside.zygote import threads_running
+        alone = threads_running()
+        stop = threading.Event()
+        other = threading.Thread(target=stop.wait)
+        other.start()
+        print(alone, threads_running())
+        stop.set()
+        other.join()
+    """)
+    res = subprocess.run([PY, "-I", "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=ROOT)
+    assert res.returncode == 0 and res.stdout.split() == ["1", "2"], res.stderr
+
+
+ENVIRON = """
+import json, os, sys
+warm = "torch" in sys.modules
+import torch
+with open("/proc/self/environ", "rb") as fh:  # as the process was exec'd: a fork's zygote's
+    at_exec = dict(v.split("=", 1) for v in fh.read().decode().split("\\0") if "=" in v)
+print(json.dumps({"warm": warm, "at_exec": at_exec, "now": dict(os.environ),
+                  "cwd": os.getcwd(),
+                  "torch_threads": torch.get_num_threads()}))
+"""
+
+
+@pytest.mark.sandbox
+def test_a_fork_was_started_with_the_environment_bubblewrap_gives(tmp_path):
+    """What modules read as they are imported (torch's thread count from OMP_NUM_THREADS,
+    matplotlib's backend, ...) a fork has from its zygote: the zygote's environment, which the
+    kernel keeps as it was at exec (/proc/self/environ), is the one a command started by
+    bubblewrap gets, but for HOME and PWD (the command's work folder); and the command's own
+    environment is the same either way."""
+    _root_only()
+    seen = {}
+    for by in ("bubblewrap", "preload"):
+        res = run_sandboxed([PY, "-c", ENVIRON], workdir=tmp_path / by, timeout=120,
+                            preload=preload.shared("harness") if by == "preload" else None)
+        assert res.returncode == 0 and not res.reason, res.stderr[-3000:]
+        seen[by] = json.loads(res.stdout)
+    assert seen["preload"].pop("warm") is True and seen["bubblewrap"].pop("warm") is False
+    for view in seen.values():
+        assert view["now"]["HOME"] == view["now"]["PWD"] == view["cwd"]
+        for seen_when in ("now", "at_exec"):  # the command's own: its work folder
+            view[seen_when].pop("HOME"), view[seen_when].pop("PWD")
+    assert seen["preload"]["now"] == seen["bubblewrap"]["now"]  # what the command reads now
+    assert seen["preload"]["at_exec"] == seen["bubblewrap"]["at_exec"]  # what its modules read
+    assert seen["preload"]["torch_threads"] == seen["bubblewrap"]["torch_threads"] == 1
+
+
+def test_the_sandbox_environment_keeps_what_modules_read_at_import_the_same():
+    env = sandbox_env("/work/folder", {"JUPYTER_DATA_DIR": "/work/folder/.jupyter"})
+    assert env["HOME"] == "/work/folder" and env["JUPYTER_DATA_DIR"] == "/work/folder/.jupyter"
+    assert {k: env[k] for k in IMPORT_TIME} == IMPORT_TIME
+    assert sandbox_env("/x", {"OMP_NUM_THREADS": "1"})["OMP_NUM_THREADS"] == "1"  # no change
+    with pytest.raises(ValueError, match="MPLCONFIGDIR is read as modules are imported"):
+        sandbox_env("/work/folder", {"MPLCONFIGDIR": "/work/folder/.matplotlib"})
 
 
 FIRST_OPTIMIZER = """
@@ -134,8 +221,9 @@ FORKED_KERNEL = """
 import json, os, sys
 import torch  # what the step has imported when it forks the kernel-to-be
 from autograder.inside import forked_kernel
+from autograder.inside.linux import processes
 forked_kernel.prefork()
-waiting = forked_kernel._waiting[0]
+waiting = next(p.pid for p in processes() if p.ppid == os.getpid())  # the fork left waiting
 import nbformat
 from nbclient import NotebookClient
 cells = ["import os, sys; print(os.getpid(), 'torch' in sys.modules, os.getcwd())",

@@ -287,7 +287,8 @@ def test_the_environment_is_clean(tmp_path, monkeypatch):
 
 
 def test_unavailable_isolation_raises_unless_isolate_false(tmp_path, monkeypatch):
-    monkeypatch.setattr(sandbox, "_probe_cache", (False, "no bubblewrap in this test"))
+    monkeypatch.setattr(sandbox, "isolation_available",
+                        lambda: (False, "no bubblewrap in this test"))
     with pytest.raises(SandboxUnavailableError, match="no bubblewrap in this test"):
         run_py("print(1)", tmp_path)
     res = run_py("print(1)", tmp_path, isolate=False)

@@ -41,7 +41,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -130,18 +129,12 @@ def cpu_seconds(root: int | None) -> float:
     namespace (``--isolated``) that is the kernel's tree and whatever left it: a process the
     student's code double-forked is re-parented to the namespace's init, outside the kernel's
     tree, and its time (or, once it is reaped, the init's) still counts."""
+    from autograder.inside.linux import processes
+
     stats, children = {}, {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # it ended while we looked
-        pid, ppid = int(entry), int(fields[1])
-        stats[pid] = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-        children.setdefault(ppid, []).append(pid)
+    for process in processes(cpu=True):
+        stats[process.pid] = process.ticks
+        children.setdefault(process.ppid, []).append(process.pid)
     if root is None:
         return sum(t for pid, t in stats.items() if pid != os.getpid()) / _TICKS
     total, todo, seen = 0, [root], set()
@@ -356,20 +349,14 @@ def _configure(api) -> None:
         api.config.ExecutePreprocessor.kernel_manager_class = ForkedKernelManager
 
 
-def _remove(path: Path) -> None:
-    """Remove ``path`` whatever it is (a link is removed, never followed)."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path)
-
-
 def _fresh_feedback_env(course_dir: Path) -> None:
     """Nothing the kernel wrote can shape the feedback: its Jupyter folders are removed and
     Jupyter's data and config paths (where nbconvert finds templates) point to a folder made
     now, with every other process dead; the feedback folder is made anew by nbgrader."""
+    from autograder.inside.tree import remove
+
     for name in (".jupyter", ".ipython", ".local", ".config", "feedback", RESULT):
-        _remove(course_dir / name)
+        remove(course_dir / name)
     fresh = Path(tempfile.mkdtemp(prefix="feedback-env-"))
     for var, sub in (("JUPYTER_DATA_DIR", "data"), ("JUPYTER_CONFIG_DIR", "config"),
                      ("HOME", "home")):

@@ -89,11 +89,7 @@ def _serve(fd: int, modules: tuple[str, ...], also: tuple[str, ...]) -> None:
             continue
         threads = threads_running()
         if threads != 1:  # a fork now could deadlock on a lock another thread holds:
-            grader, stub = (socket.socket(fileno=f) for f in fds)  # bubblewrap starts it
-            _say(grader, f"failed: the zygote is not single-threaded ({threads} threads)")
-            _say(stub, "125")
-            grader.close()
-            stub.close()
+            _refuse(*fds, f"the zygote is not single-threaded ({threads} threads)")
             continue
         if os.fork() == 0:
             control.close()
@@ -104,6 +100,21 @@ def _serve(fd: int, modules: tuple[str, ...], also: tuple[str, ...]) -> None:
                 os._exit(code)
         for extra in fds:
             os.close(extra)
+
+
+def _refuse(request_fd: int, stub_fd: int, why: str) -> None:
+    """Answer a request "failed" without forking: the grader lets bubblewrap start it."""
+    grader, stub = socket.socket(fileno=request_fd), socket.socket(fileno=stub_fd)
+    for sock in (grader, stub):  # read what is queued: closing a socket that holds unread
+        sock.setblocking(False)  # data resets the other end, which would lose the answer
+        try:
+            sock.recv(1 << 20)
+        except OSError:
+            pass
+    _say(grader, f"failed: {why}")
+    _say(stub, "125")
+    grader.close()
+    stub.close()
 
 
 def _fds(ancillary) -> list[int]:

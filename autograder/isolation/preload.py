@@ -19,8 +19,10 @@ with the environment and working folder the sandbox would have given it. Its exi
 back to the stub, which exits with it, so bubblewrap and ``run_sandboxed`` see what they
 would have seen. Killing bubblewrap ends the sandbox's pid namespace and the command with it.
 
-What the fork holds: the zygote is started by exec with a clean environment (nothing of the
-grader's memory: no submission, no hidden test) and imports modules only; it reads no request
+What the fork holds: the zygote is started by exec with the sandbox's environment
+(``environment.sandbox_env``: what modules read as they are imported is what a command that
+bubblewrap starts would read) and nothing of the grader's memory (no submission, no hidden
+test), and imports modules only; it reads no request
 (a request's socket is handed to a fresh child before anything is read from it), so a fork
 holds nothing of another student's.
 
@@ -38,6 +40,7 @@ import sys
 import threading
 from pathlib import Path
 
+from autograder.isolation.environment import sandbox_env
 from autograder.settings import ZYGOTE_READY_SECONDS as READY_SECONDS
 from autograder.settings import ZYGOTE_ROOM_MB as MIN_ROOM_MB
 
@@ -72,15 +75,6 @@ def preload_wanted() -> bool:
             and os.environ.get("COURSE_PRELOAD", "1").strip() not in ("0", "no", "off", ""))
 
 
-def _zygote_env() -> dict[str, str]:
-    """What a sandboxed command's environment holds that modules read as they are imported."""
-    return {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-            "MPLBACKEND": "Agg", "MPLCONFIGDIR": "/tmp/matplotlib", "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1", "COURSE_PROGRESS": "0", "JUPYTER_PLATFORM_DIRS": "1",
-            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"}
-
-
 class Preload:
     """A zygote of one kind (a key of PRELOADS) that also imports the modules ``also`` names,
     started now; its imports run in the background. ``handoff`` returns None whenever it cannot
@@ -99,7 +93,7 @@ class Preload:
                 [sys.executable, "-I", "-B", "-m", "autograder.inside.zygote",
                  str(theirs.fileno()), str(MIN_ROOM_MB), str(len(modules)), *modules,
                  *self.also],
-                pass_fds=[theirs.fileno()], env=_zygote_env(), cwd="/",
+                pass_fds=[theirs.fileno()], env=sandbox_env("/tmp"), cwd="/",
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, start_new_session=True)
         except OSError as exc:

@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 
 from autograder.inside.nbgrader_worker import ERRORS, RESULT
+from autograder.inside.tree import remove
+from autograder.isolation.environment import sandbox_env
 from autograder.isolation.preload import shared
 from autograder.isolation.sandbox import run_sandboxed
 from autograder.settings import NBGRADER_MEMORY_MB
@@ -34,22 +36,11 @@ __all__ = ["run_nbgrader", "parse_scores"]
 
 
 def _sandbox_env(folder: Path) -> dict[str, str]:
-    """The environment of the sandboxed nbgrader: nothing of the instructor's but PATH."""
-    return {
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
-        "HOME": str(folder),
-        "LANG": "C.UTF-8",
-        "JUPYTER_PLATFORM_DIRS": "1",  # silences jupyter_core's deprecation warning
-        "JUPYTER_RUNTIME_DIR": str(folder / ".jupyter" / "runtime"),
-        "JUPYTER_DATA_DIR": str(folder / ".jupyter" / "data"),
-        "IPYTHONDIR": str(folder / ".ipython"),
-        "MPLCONFIGDIR": str(folder / ".matplotlib"),
-        "MPLBACKEND": "Agg",
-        "COURSE_PROGRESS": "0",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "OMP_NUM_THREADS": "1",  # workers run side by side: one core each
-        "MKL_NUM_THREADS": "1",
-    }
+    """The sandbox's environment, with Jupyter's and IPython's folders in the step's folder
+    (the worker removes what the kernel left there before it writes the feedback)."""
+    return sandbox_env(folder, {"JUPYTER_RUNTIME_DIR": folder / ".jupyter" / "runtime",
+                                "JUPYTER_DATA_DIR": folder / ".jupyter" / "data",
+                                "IPYTHONDIR": folder / ".ipython"})
 
 
 def _scratch_course(folder: Path, template: Path, assignment: str, student: str,
@@ -97,7 +88,7 @@ def run_nbgrader(student: str, notebook: Path, folder: Path, *, template: Path,
         problem = "a link where nbgrader writes its outputs"
     if problem:
         for top in ("autograded", "feedback"):
-            _remove(folder / top)
+            remove(folder / top)
         return {}, problem
     return scores, ""
 
@@ -129,17 +120,6 @@ def _plain_dirs(folder: Path, *parts: str) -> bool:
         if not stat.S_ISDIR(mode):
             return False
     return True
-
-
-def _remove(path: Path) -> None:
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(mode):
-        shutil.rmtree(path)
-    else:
-        path.unlink()
 
 
 def parse_scores(out) -> tuple[dict[str, float], str]:
