@@ -66,8 +66,21 @@ def copy_back(area: Path, workdir: Path, keep=None) -> None:
                 pass
 
 
+def current_umask() -> int:
+    """This process's umask, read without changing it (``os.umask`` sets it, for every thread
+    at once); 0o022 where /proc does not say."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        return 0o022
+
+
 def reclaim(workdir: Path, uid: int, gid: int) -> None:
-    """Give workdir back: drop links/special files the command left, restore ownership."""
+    """Give workdir back: drop links/special files the command left, restore ownership, and
+    the modes the grader's umask allows (``course grade``'s 077: nothing the command made is
+    readable by other accounts)."""
+    mask = current_umask()
     for rel, st in entries(workdir):  # parents first: a folder is opened up before it is read
         path = workdir / rel
         try:
@@ -76,9 +89,9 @@ def reclaim(workdir: Path, uid: int, gid: int) -> None:
                 os.unlink(path)
                 continue
             os.lchown(path, uid, gid)
-            os.chmod(path, stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID)
-                     | stat.S_IRUSR | stat.S_IWUSR | (stat.S_IXUSR if stat.S_ISDIR(st.st_mode)
-                                                       else 0))
+            os.chmod(path, (stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID)
+                            | stat.S_IRUSR | stat.S_IWUSR
+                            | (stat.S_IXUSR if stat.S_ISDIR(st.st_mode) else 0)) & ~mask)
         except OSError:
             pass
     try:
