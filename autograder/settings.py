@@ -7,10 +7,11 @@ Wall-clock seconds unless a name says CPU; memory in MiB. The chapters' own per-
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["NBGRADER_CONFIG", "course_id", "flat_cell_seconds"]
+__all__ = ["NBGRADER_CONFIG", "cache_folder", "course_id", "flat_cell_seconds"]
 
 PACKAGE = Path(__file__).resolve().parent
 NBGRADER_CONFIG = PACKAGE / "nbgrader_config.py"  # shipped with the package (package data)
@@ -76,3 +77,10 @@ def flat_cell_seconds(config: Path) -> float:
     config = Path(config).resolve()
     loaded = PyFileConfigLoader(config.name, path=str(config.parent)).load_config()
     return float(loaded.Execute.timeout) if "timeout" in loaded.Execute else FLAT_CELL_SECONDS
+
+
+def cache_folder(kind: str) -> Path:
+    """Where this machine keeps what ``course grade`` measured or prepared once
+    (``$XDG_CACHE_HOME``, else ~/.cache, then dl-tuning-course/KIND)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "dl-tuning-course" / kind
