@@ -49,7 +49,7 @@ from autograder.store.solution_cell import setup_imports, solution_source
 
 __all__ = ["CellScore", "trusted_grade"]
 
-HARNESS = Path(__file__).resolve().with_name("harness.py")
+HARNESS = Path(__file__).resolve().parents[1] / "inside" / "harness.py"  # runs in the sandbox
 
 
 @dataclass(frozen=True)
