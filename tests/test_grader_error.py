@@ -101,6 +101,16 @@ def test_a_crash_after_the_score_leaves_no_score_on_the_row(tmp_path, monkeypatc
     assert "in _crash" in row.reason
 
 
+def test_a_missing_harness_is_a_grader_error_not_a_zero(tmp_path, monkeypatch):
+    """The harness not where the grader runs it from (as after a move): not every student's 0."""
+    import autograder.steps.trusted
+
+    monkeypatch.setattr(autograder.steps.trusted, "HARNESS", tmp_path / "harness.py")
+    _hand_in(tmp_path / "subs", "ada")
+    (row,) = _grade(tmp_path / "subs", tmp_path / "out", isolate=False).values()
+    assert row.status == GRADER_ERROR and "harness" in row.reason and "missing" in row.reason
+
+
 def test_a_submission_without_notebook_stays_the_students_error(tmp_path, monkeypatch):
     monkeypatch.setattr(autograder.student, "trusted_grade", _crash)  # never reached
     (tmp_path / "subs" / "bob").mkdir(parents=True)
