@@ -1,9 +1,12 @@
 """Grade a class: every student's notebook, in parallel, isolated, resumable (``course grade``).
 
-This module only orchestrates; each step is a module of its own. Before anyone is graded, the
-exercise registry (``exercises/``) is checked against the source notebook and the course folder
-nbgrader needs is prepared once (``release.prepare_course``). Then for each student
-(``workers`` at a time), in a private folder out_dir/work/<student>/:
+This module only orchestrates: :class:`Grading` calls the steps in order, each a module of its
+own. **collect**: the exercise registry (``exercises/``) is checked against the source notebook,
+the submissions are gathered (``submissions.collect``) and those already graded taken from
+results.jsonl; **prepare**: the course folder nbgrader needs (``template.prepare_template``);
+**budgets**: the limits measured from the reference solution (``budget.budgets_for``); **each
+student** (``student.grade_one``, ``workers`` at a time), in a private folder
+out_dir/work/<student>/:
 
 1. ``trusted.trusted_grade``: the student's solution cell runs in the sandbox on inputs the
    grader chooses and is scored here, with the points of the source notebook: this is the score;
@@ -15,7 +18,7 @@ nbgrader needs is prepared once (``release.prepare_course``). Then for each stud
    from it at the end. A student whose notebook hash is already there is not graded again, so
    an interrupted run resumes where it stopped.
 
-With ``scheduler``, steps 1-3 run on the workers of a Dask cluster (``distributed.py``); step 4
+With ``scheduler``, steps 1-3 run on the workers of a Dask cluster (``cluster.py``); step 4
 stays here: this process is the only writer of results and feedback.
 
 A broken submission gets a row with its reason; it never stops the others.
@@ -24,10 +27,10 @@ A broken submission gets a row with its reason; it never stops the others.
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from itertools import chain
 from pathlib import Path
 
 from autograder import settings
@@ -35,112 +38,137 @@ from autograder.exercises import GradedExercise, exercise_for
 from autograder.protocol import grading_secret
 from autograder.store.gradebook import Recorder
 from autograder.store.results import GradeRow, read_results, record, write_grades_csv
-from autograder.store.submissions import collect
+from autograder.store.submissions import Submission, collect
+from autograder.store.template import prepare_template
 from autograder.student import Context, grade_one
 
-__all__ = ["IsolationUnavailable", "grade"]
+__all__ = ["Grading", "IsolationUnavailable", "grade"]
+
+Todo = list[tuple[Submission, str]]  # (submission, its sha256) still to grade
 
 
 class IsolationUnavailable(RuntimeError):
     """The sandbox cannot isolate here; grading continues only with isolate=False."""
 
 
-def _check_options(timeout: float, cell_timeout: int | None, isolate: bool) -> None:
-    if not timeout > 0 or (cell_timeout is not None and not 0 < cell_timeout < timeout):
-        raise ValueError(f"need 0 < cell timeout < timeout, got cell timeout {cell_timeout} "
-                         f"and timeout {timeout} (seconds)")
-    if isolate:
-        from autograder.isolation.sandbox import isolation_available
+@dataclass
+class Grading:
+    """One ``course grade`` of ``assignment``: the options of :func:`grade`, and its steps as
+    methods, in the order :meth:`run` calls them."""
 
-        ok, why = isolation_available()
-        if not ok:
-            raise IsolationUnavailable(why)
+    assignment: str
+    submissions: Path
+    out_dir: Path
+    root: Path | None = None
+    workers: int | None = None
+    isolate: bool = True
+    timeout: float = settings.STEP_SECONDS
+    cell_timeout: int | None = None
+    on_row: Callable[[GradeRow, int, int], None] | None = None
+    gradebook: Recorder | None = None
+    scheduler: str | None = None
+    connect_timeout: float = settings.CONNECT_SECONDS
+    security: object = None  # Dask's Security (None: the course's certificates, cluster_tls)
+    budgets: bool = True
+    keep_work: bool = False
 
+    def run(self) -> list[GradeRow]:
+        """collect -> prepare -> budgets -> each student -> record; rows sorted by student."""
+        exercise = self.check()
+        subs, resumed, todo = self.collect(exercise)
+        ctx = self.prepare(exercise, todo)
+        # A resumed run with nothing left to grade times no reference; an empty folder does: it
+        # is how the budgets are measured ahead of the deadline (and by the tests and the
+        # benchmark).
+        if self.budgets and (todo or not subs):
+            self.apply_budgets(ctx)
+        rows = self.record(resumed, self.grade_each(todo, ctx), total=len(subs))
+        if self.gradebook is not None:  # the class into nbgrader's gradebook (gradebook.py)
+            self.gradebook.record(exercise, rows, template=ctx.template, out_dir=self.out_dir,
+                                  submissions=Path(self.submissions))
+        return rows
 
-def _template_key(root: Path, assignment: str) -> str:
-    """A hash of what a prepared template is made from: nbgrader's configuration and version,
-    the assignment's folder in source/ and the code that prepares it."""
-    import hashlib
+    def check(self) -> GradedExercise:
+        """The exercise, once the options, the sandbox, the secret and the cluster are fine."""
+        from course.notebooks import find_root
 
-    import nbgrader
+        self.root = find_root(Path(self.root) if self.root else None)
+        self.out_dir = Path(self.out_dir).resolve()
+        exercise = exercise_for(self.assignment, self.root)
+        _check_options(self.timeout, self.cell_timeout, self.isolate)
+        grading_secret()  # made on first use; a secret the sandbox could read stops the run here
+        if self.scheduler:  # an unreachable or misconfigured cluster fails before any work
+            from autograder.cluster import check_cluster
+            from autograder.cluster_tls import scheduler_security
 
-    from autograder.store import release
+            if self.security is None:  # an address without TLS is refused here
+                self.security = scheduler_security(self.scheduler)
+            check_cluster(self.scheduler, self.security, isolate=self.isolate,
+                          connect_timeout=self.connect_timeout)
+        return exercise
 
-    digest = hashlib.sha256(f"{nbgrader.__version__}\0".encode())
-    src = root / "source" / assignment
-    files = []  # what prepare_course copies: the same patterns left out
-    for folder, dirs, names in os.walk(src):
-        skip = release.IGNORE(folder, dirs + names)
-        dirs[:] = sorted(d for d in dirs if d not in skip)
-        files += [Path(folder) / n for n in sorted(names) if n not in skip]
-    for path, name in [(root / release.CONFIG, "config"), (Path(release.__file__), "code"),
-                       *((p, p.relative_to(src).as_posix()) for p in files)]:
-        digest.update(f"{name}\0".encode() + hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()[:16]
+    def collect(self, exercise: GradedExercise) -> tuple[list[Submission], list[GradeRow], Todo]:
+        """Every submission; the rows of those already graded (same notebook hash, status
+        graded: an error or a grader error is graded again); the others, to grade."""
+        subs = collect(Path(self.submissions), self.assignment,
+                       self.out_dir / "work" / "_unpacked")
+        done = {(r.student_id, r.sha256): r for r in read_results(self.out_dir)
+                if r.assignment == exercise.assignment and r.status == "graded"}
+        resumed = [GradeRow(**{**asdict(done[sub.student_id, sub.sha256]), "resumed": True})
+                   for sub in subs if (sub.student_id, sub.sha256) in done]
+        todo = [(sub, sub.sha256) for sub in subs if (sub.student_id, sub.sha256) not in done]
+        return subs, resumed, todo
 
+    def prepare(self, exercise: GradedExercise, todo: Todo) -> Context:
+        """The nbgrader template in out_dir/work/_template, and what each student gets."""
+        if self.isolate and not self.scheduler and todo:  # the zygotes import while the
+            from autograder.isolation.preload import warm  # template is prepared
 
-def _cached_template(root: Path, assignment: str) -> Path | None:
-    """The assignment's template, prepared once per machine and source (nbgrader's
-    generate_assignment takes seconds) under ~/.cache/dl-tuning-course/templates/; None where
-    that folder cannot be written."""
-    import tempfile
+            warm(exercise.exercise.harness_preload)
+        template = prepare_template(self.root, exercise, self.out_dir / "work",
+                                    self.cell_timeout)
+        return Context(exercise, template, self.out_dir, self.isolate, self.timeout,
+                       keep_work=self.keep_work)
 
-    from autograder.steps.budget import cache_folder
-    from autograder.store.release import prepare_course
+    def apply_budgets(self, ctx: Context) -> None:
+        """Per-cell and per-probe limits from the reference solution (see budget.py)."""
+        from autograder.steps.budget import budgets_for, cell_budget_config
 
-    cached = cache_folder("templates") / f"{assignment}-{_template_key(root, assignment)}"
-    if cached.is_dir():
-        return cached
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        building = Path(tempfile.mkdtemp(prefix=f".{assignment}-", dir=cached.parent))
-    except OSError:
-        return None
-    try:
-        prepare_course(root, [assignment], building / "course")
+        config = ctx.template / "nbgrader_config.py"
+        found = budgets_for(self.root, ctx.exercise, ctx.template,
+                            self.out_dir / "work" / "_reference", isolate=ctx.isolate,
+                            timeout=ctx.timeout, cell_cap=settings.flat_cell_seconds(config),
+                            probe_cap=ctx.probe_seconds)
+        ctx.probe_seconds, ctx.probe_cpu_seconds = found.probe, found.probe_cpu
+        if self.cell_timeout is None:  # --cell-timeout: the flat limit the instructor set
+            with config.open("a", encoding="utf-8") as f:
+                f.write(cell_budget_config(found))
+
+    def grade_each(self, todo: Todo, ctx: Context) -> Iterator[GradeRow]:
+        """Each student's row as it is graded: on the cluster, or ``workers`` at a time here."""
+        if self.scheduler:
+            from autograder.cluster import grade_on_cluster
+
+            return grade_on_cluster(self.scheduler, self.security, todo, ctx,
+                                    connect_timeout=self.connect_timeout)
+        return _grade_locally(todo, ctx, self.workers)
+
+    def record(self, resumed: list[GradeRow], graded: Iterator[GradeRow], *,
+               total: int) -> list[GradeRow]:
+        """Each row into results.jsonl as it arrives (this process alone writes), then
+        grades.csv; ``on_row`` hears of each, the resumed ones first."""
+        rows = []
         try:
-            (building / "course").rename(cached)  # whole or not at all
-        except OSError:
-            if not cached.is_dir():  # not another process that got there first
-                raise
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
-    return cached
-
-
-def _prepare_template(root: Path, exercise: GradedExercise, work: Path,
-                      cell_timeout: int | None) -> Path:
-    from autograder.store.release import prepare_course
-
-    template = work / "_template"
-    if template.exists():
-        shutil.rmtree(template)
-    cached = _cached_template(root, exercise.assignment)
-    if cached is None:
-        prepare_course(root, [exercise.assignment], template)
-    else:
-        shutil.copytree(cached, template)
-    if cell_timeout is not None:
-        with (template / "nbgrader_config.py").open("a", encoding="utf-8") as f:
-            f.write(f"\n# course grade --cell-timeout\nc.Execute.timeout = {int(cell_timeout)}\n")
-    released = template / "release" / exercise.assignment / exercise.notebook_name
-    if not released.is_file():
-        raise ValueError(f"nbgrader did not release {released.name} for {exercise.assignment}")
-    return template
-
-
-def _apply_budgets(root: Path, ctx: Context, work: Path, flat_cells: bool) -> None:
-    """Per-cell and per-probe limits from the reference solution (see budget.py)."""
-    from autograder.steps.budget import budgets_for, cell_budget_config
-
-    config = ctx.template / "nbgrader_config.py"
-    found = budgets_for(root, ctx.exercise, ctx.template, work, isolate=ctx.isolate,
-                        timeout=ctx.timeout, cell_cap=settings.flat_cell_seconds(config),
-                        probe_cap=ctx.probe_seconds)
-    ctx.probe_seconds, ctx.probe_cpu_seconds = found.probe, found.probe_cpu
-    if flat_cells:
-        with config.open("a", encoding="utf-8") as f:
-            f.write(cell_budget_config(found))
+            for row in chain(resumed, graded):  # one student at a time, as graded
+                if not row.resumed:
+                    record(self.out_dir, row)
+                rows.append(row)
+                if self.on_row:
+                    self.on_row(row, len(rows), total)
+        finally:  # on Ctrl-C: start no other student; what is recorded stays recorded
+            graded.close()
+            write_grades_csv(self.out_dir)
+        return sorted(rows, key=lambda r: r.student_id)
 
 
 def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | None = None,
@@ -166,7 +194,7 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
     solution's own time on this machine (``budget.py``: measured once, then cached), never
     above the flat limits; without it, or for cells when ``cell_timeout`` is given, the flat
     limits apply. ``scheduler`` (``tls://HOST:8786``) grades on that Dask cluster instead of
-    ``workers`` local threads (``distributed.py``); this process still writes every result. Raises
+    ``workers`` local threads (``cluster.py``); this process still writes every result. Raises
     ClusterError when the scheduler cannot be reached within ``connect_timeout`` seconds or
     its workers cannot grade. ``security`` (Dask's ``Security``) defaults to the course's
     certificates (``cluster_tls.scheduler_security``: an address without TLS is refused).
@@ -179,60 +207,22 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
     per-student disk limit), to inspect a submission; by default only the files the grader
     reads stay there.
     """
-    from course.notebooks import find_root
+    return Grading(assignment, submissions, out_dir, root=root, workers=workers,
+                   isolate=isolate, timeout=timeout, cell_timeout=cell_timeout, on_row=on_row,
+                   gradebook=gradebook, scheduler=scheduler, connect_timeout=connect_timeout,
+                   security=security, budgets=budgets, keep_work=keep_work).run()
 
-    root = find_root(Path(root) if root else None)
-    exercise = exercise_for(assignment, root)
-    _check_options(timeout, cell_timeout, isolate)
-    grading_secret()  # made on first use; a secret the sandbox could read stops the run here
-    if scheduler:  # an unreachable or misconfigured cluster fails before any work here
-        from autograder.cluster import check_cluster
-        from autograder.cluster_tls import scheduler_security
 
-        security = scheduler_security(scheduler) if security is None else security
-        check_cluster(scheduler, security, isolate=isolate, connect_timeout=connect_timeout)
-    out_dir = Path(out_dir).resolve()
-    subs = collect(Path(submissions), assignment, out_dir / "work" / "_unpacked")
-    done = {(r.student_id, r.sha256): r for r in read_results(out_dir)
-            if r.assignment == assignment and r.status == "graded"}
-    hashed = [(sub, sub.sha256) for sub in subs]
-    rows = [GradeRow(**{**asdict(done[sub.student_id, sha]), "resumed": True})
-            for sub, sha in hashed if (sub.student_id, sha) in done]
-    todo = [(sub, sha) for sub, sha in hashed if (sub.student_id, sha) not in done]
-    if isolate and not scheduler and todo:  # the zygotes import while the template is
-        from autograder.isolation.preload import warm  # prepared (a resumed run may need none)
+def _check_options(timeout: float, cell_timeout: int | None, isolate: bool) -> None:
+    if not timeout > 0 or (cell_timeout is not None and not 0 < cell_timeout < timeout):
+        raise ValueError(f"need 0 < cell timeout < timeout, got cell timeout {cell_timeout} "
+                         f"and timeout {timeout} (seconds)")
+    if isolate:
+        from autograder.isolation.sandbox import isolation_available
 
-        warm(exercise.exercise.harness_preload)
-    template = _prepare_template(root, exercise, out_dir / "work", cell_timeout)
-    ctx = Context(exercise, template, out_dir, isolate, timeout, keep_work=keep_work)
-    # A resumed run with nothing left to grade times no reference; an empty folder does: it is
-    # how the budgets are measured ahead of the deadline (and by the tests and the benchmark).
-    if budgets and (todo or not subs):
-        _apply_budgets(root, ctx, out_dir / "work" / "_reference",
-                       flat_cells=cell_timeout is None)
-    for done_count, row in enumerate(rows, 1):
-        if on_row:
-            on_row(row, done_count, len(subs))
-    if scheduler:
-        from autograder.cluster import grade_on_cluster
-
-        graded = grade_on_cluster(scheduler, security, todo, ctx, connect_timeout=connect_timeout)
-    else:
-        graded = _grade_locally(todo, ctx, workers)
-    try:
-        for row in graded:  # this process alone records: one row per student, as it arrives
-            record(out_dir, row)
-            rows.append(row)
-            if on_row:
-                on_row(row, len(rows), len(subs))
-    finally:  # on Ctrl-C: start no other student; what is recorded stays recorded
-        graded.close()
-        write_grades_csv(out_dir)
-    rows = sorted(rows, key=lambda r: r.student_id)
-    if gradebook is not None:  # 5. the class into nbgrader's gradebook (gradebook.py)
-        gradebook.record(exercise, rows, template=template, out_dir=out_dir,
-                         submissions=Path(submissions))
-    return rows
+        ok, why = isolation_available()
+        if not ok:
+            raise IsolationUnavailable(why)
 
 
 def _grade_locally(todo: list, ctx: Context, workers: int | None):

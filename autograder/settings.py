@@ -8,10 +8,11 @@ where it was measured.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["NBGRADER_CONFIG", "course_id", "flat_cell_seconds"]
+__all__ = ["NBGRADER_CONFIG", "cache_folder", "course_id", "flat_cell_seconds"]
 
 PACKAGE = Path(__file__).resolve().parent
 NBGRADER_CONFIG = PACKAGE / "nbgrader_config.py"  # shipped with the package (package data)
@@ -81,3 +82,10 @@ def flat_cell_seconds(config: Path = NBGRADER_CONFIG) -> float:
     if "timeout" in loaded.Execute:
         return float(loaded.Execute.timeout)
     return float(Execute.class_traits()["timeout"].default_value)
+
+
+def cache_folder(kind: str) -> Path:
+    """Where this machine keeps what ``course grade`` measured or prepared once
+    (``$XDG_CACHE_HOME``, else ~/.cache, then dl-tuning-course/KIND)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "dl-tuning-course" / kind

@@ -51,9 +51,9 @@ def grade_one(sub: Submission, sha: str, ctx: Context) -> GradeRow:
         try:
             _grade_notebook(sub, ctx, row)
         except Exception as err:  # a bug here must not stop the class: record it as ours
-            row.status, row.score = GRADER_ERROR, 0.0
-            row.reason = (f"grader error (not the student's): {type(err).__name__}: {err}; "
-                          f"at {_where(err)}")
+            row = GradeRow.unscored(  # nothing a step had filled in: cells, nbgrader's score
+                sub.student_id, ctx.exercise, f"grader error (not the student's): "
+                f"{type(err).__name__}: {err}; at {_where(err)}", sha256=sha, status=GRADER_ERROR)
     row.reason = row.reason[:MAX_REASON_CHARS]
     row.seconds = round(time.perf_counter() - start, 2)
     return row

@@ -104,7 +104,8 @@ def steps_of_grade(assignment: str, n: int, work: Path) -> dict[str, list[float]
 def parts(assignment: str, n: int, work: Path) -> dict[str, list[float]]:
     """The sandbox's own cost, the interpreters' imports, and the nbgrader step's insides."""
     from autograder.isolation.sandbox import run_sandboxed
-    from autograder.steps.nbgrader_step import NBGRADER_MEMORY_MB, _sandbox_env, _scratch_course
+    from autograder.settings import NBGRADER_MEMORY_MB
+    from autograder.steps.nbgrader_step import scratch_course, step_env
 
     exercise = registry(ROOT)[assignment]
     template = work / "out" / "work" / "_template"
@@ -121,10 +122,10 @@ def parts(assignment: str, n: int, work: Path) -> dict[str, list[float]]:
         notebook = work / f"nb{i}" / exercise.notebook_name
         notebook.parent.mkdir()
         nbformat.write(sample_notebook(ROOT, assignment, "solution"), notebook)
-        _scratch_course(folder, template, assignment, "s", notebook)
+        scratch_course(folder, template, assignment, "s", notebook)
         (folder / "driver.py").write_text(_DRIVER)
         res = run_sandboxed([sys.executable, "-P", "driver.py", assignment, "s"],
-                            workdir=folder, timeout=600, env=_sandbox_env(folder),
+                            workdir=folder, timeout=600, env=step_env(folder),
                             memory_mb=NBGRADER_MEMORY_MB,
                             readable=[p for p in ("/etc/fonts",) if Path(p).is_dir()])
         inner = json.loads((folder / "driver_times.json").read_text())

@@ -337,8 +337,8 @@ def test_timeout_is_recorded(tmp_path):
 def test_the_template_is_prepared_once_per_source(tmp_path, monkeypatch):
     """nbgrader's generate_assignment runs the first time; afterwards the cached template is
     copied, until the assignment's source (or nbgrader's configuration) changes."""
-    from autograder import grade as grading
     from autograder.store import release
+    from autograder.store.template import prepare_template
 
     root = tmp_path / "root"
     shutil.copytree(ROOT / "source" / "01_metrics", root / "source" / "01_metrics")
@@ -352,7 +352,7 @@ def test_the_template_is_prepared_once_per_source(tmp_path, monkeypatch):
     ex = registry(ROOT)["01_metrics"]
 
     def prepare(work: str) -> Path:
-        template = grading._prepare_template(root, ex, tmp_path / work, None)
+        template = prepare_template(root, ex, tmp_path / work, None)
         assert (template / "gradebook.db").is_file()
         return template
 
@@ -441,22 +441,23 @@ def test_an_empty_folder_measures_the_budgets_and_a_finished_run_does_not(tmp_pa
     """`course grade` on an empty folder is how the budgets are measured before the deadline
     (the adversarial tests and benchmarks/grading.py rely on it); a resumed run with every
     student already graded times no reference."""
-    import autograder.grade as grading
+    from autograder.grade import Grading
     from autograder.store.results import record
+    from autograder.student import Context
 
     measured = []
 
-    def template(root, exercise, work, cell_timeout):  # the real one takes seconds
-        work.mkdir(parents=True, exist_ok=True)
-        return tmp_path / "template"
+    def prepare(self, exercise, todo):  # the real template takes seconds
+        (self.out_dir / "work").mkdir(parents=True, exist_ok=True)
+        return Context(exercise, tmp_path / "template", self.out_dir, self.isolate, self.timeout)
 
-    monkeypatch.setattr(grading, "_prepare_template", template)
-    monkeypatch.setattr(grading, "_apply_budgets",
-                        lambda root, ctx, work, flat_cells: measured.append(work.name))
+    monkeypatch.setattr(Grading, "prepare", prepare)
+    monkeypatch.setattr(Grading, "apply_budgets",
+                        lambda self, ctx: measured.append(ctx.template.name))
     (tmp_path / "empty").mkdir()
     assert grade("01_metrics", tmp_path / "empty", tmp_path / "out", root=ROOT,
                  isolate=False) == []
-    assert measured == ["_reference"]
+    assert measured == ["template"]
 
     measured.clear()
     notebook = tmp_path / "subs" / "ada" / "01_metrics.ipynb"

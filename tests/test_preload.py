@@ -261,13 +261,13 @@ def test_the_grade_is_the_same_preloaded_or_not(tmp_path, monkeypatch):
     """Two chapter-1 submissions, each step run both ways: the same scores and messages."""
     _root_only()
     from autograder.exercises import exercise_for
-    from autograder.grade import _prepare_template
     from autograder.steps.nbgrader_step import run_nbgrader
     from autograder.steps.trusted import trusted_grade
     from autograder.store.samples import ci_parameters_of, write_samples
+    from autograder.store.template import prepare_template
 
     exercise = exercise_for("01_metrics", ROOT)
-    template = _prepare_template(ROOT, exercise, tmp_path / "template", None)
+    template = prepare_template(ROOT, exercise, tmp_path / "template", None)
     subs = tmp_path / "subs"
     write_samples(ROOT, "01_metrics", subs, ci_parameters_of(ROOT, "01_metrics"))
     grades = {}

@@ -43,6 +43,7 @@ from autograder.settings import (
     PROBE_CPU_FLOOR,
     PROBE_FLOOR,
     PROBE_SECONDS,
+    cache_folder,
     flat_cell_seconds,
 )
 
@@ -115,19 +116,15 @@ def probe_times(results: Path, probes: list[str]) -> list[float]:
 
 
 def _reference_notebook(root: Path, exercise, template: Path, dest: Path) -> Path:
-    """The released notebook of the template with the instructor's solution in its cell."""
+    """dest/<notebook>: the template's released notebook with the instructor's solution."""
     import nbformat
 
-    from autograder.store.samples import solution_code
+    from autograder.store.samples import reference_notebook
 
-    nb = nbformat.read(template / "release" / exercise.assignment / exercise.notebook_name,
-                       as_version=4)
-    cells = [c for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-             == exercise.solution_id]
-    if len(cells) != 1:
-        raise BudgetError(f"the released {exercise.notebook_name} has {len(cells)} cells "
-                          f"{exercise.solution_id!r}; run `course release`")
-    cells[0].source = solution_code(root, exercise.assignment)
+    try:
+        nb = reference_notebook(root, exercise.assignment, release_dir=template / "release")
+    except ValueError as err:  # not one solution cell in the released notebook
+        raise BudgetError(str(err)) from err
     dest.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, dest / exercise.notebook_name)
     return dest / exercise.notebook_name
@@ -223,13 +220,6 @@ def cache_file(root: Path, exercise, template: Path, isolate: bool) -> Path:
                  f"{PROBE_CPU_FLOOR}".encode()):
         digest.update(hashlib.sha256(part).digest())
     return cache_folder("budgets") / f"{exercise.assignment}-{digest.hexdigest()[:16]}.json"
-
-
-def cache_folder(kind: str) -> Path:
-    """Where this machine keeps what ``course grade`` measured or prepared once
-    (``$XDG_CACHE_HOME``, else ~/.cache, then dl-tuning-course/KIND)."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "dl-tuning-course" / kind
 
 
 def budgets_for(root: Path, exercise, template: Path, work: Path, *, isolate: bool,

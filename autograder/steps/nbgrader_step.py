@@ -32,10 +32,10 @@ from autograder.isolation.preload import shared
 from autograder.isolation.sandbox import run_sandboxed
 from autograder.settings import NBGRADER_MEMORY_MB
 
-__all__ = ["run_nbgrader", "parse_scores"]
+__all__ = ["run_nbgrader", "parse_scores", "scratch_course", "step_env"]
 
 
-def _sandbox_env(folder: Path) -> dict[str, str]:
+def step_env(folder: Path) -> dict[str, str]:
     """The sandbox's environment, with Jupyter's and IPython's folders in the step's folder
     (the worker removes what the kernel left there before it writes the feedback)."""
     return sandbox_env(folder, {"JUPYTER_RUNTIME_DIR": folder / ".jupyter" / "runtime",
@@ -43,7 +43,7 @@ def _sandbox_env(folder: Path) -> dict[str, str]:
                                 "IPYTHONDIR": folder / ".ipython"})
 
 
-def _scratch_course(folder: Path, template: Path, assignment: str, student: str,
+def scratch_course(folder: Path, template: Path, assignment: str, student: str,
                     notebook: Path) -> None:
     folder.mkdir()
     shutil.copyfile(template / "nbgrader_config.py", folder / "nbgrader_config.py")
@@ -74,11 +74,11 @@ def run_nbgrader(student: str, notebook: Path, folder: Path, *, template: Path,
     release/); the feedback lands in folder/feedback/<student>/<assignment>/. Afterwards the
     folder holds only what ``_outputs`` names (all the step wrote with ``keep_work``).
     """
-    _scratch_course(folder, template, assignment, student, notebook)
+    scratch_course(folder, template, assignment, student, notebook)
     result = run_sandboxed(
         [sys.executable, "-P", "-m", "autograder.inside.nbgrader_worker", assignment, student,
          *(["--isolated"] if isolate else [])],
-        workdir=folder, timeout=timeout, env=_sandbox_env(folder), isolate=isolate,
+        workdir=folder, timeout=timeout, env=step_env(folder), isolate=isolate,
         memory_mb=NBGRADER_MEMORY_MB, readable=[p for p in ("/etc/fonts",) if Path(p).is_dir()],
         keep=None if keep_work else _outputs(student, assignment, notebook.name),
         preload=shared("notebook") if isolate else None)

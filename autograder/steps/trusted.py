@@ -49,7 +49,7 @@ from autograder.store.solution_cell import setup_imports, solution_source
 
 __all__ = ["CellScore", "trusted_grade"]
 
-HARNESS = Path(__file__).resolve().parents[1] / "inside" / "harness.py"
+HARNESS = Path(__file__).resolve().parents[1] / "inside" / "harness.py"  # runs in the sandbox
 
 
 @dataclass(frozen=True)
@@ -174,6 +174,8 @@ def trusted_grade(exercise: GradedExercise, notebook_path, workdir, *,
         source = solution_source(notebook_path, exercise.solution_id, exercise.exercise.names)
     except Fail as exc:
         return _all_zero(exercise, str(exc))
+    if not HARNESS.is_file():  # else every student would score 0: "the harness exited with 1"
+        raise GraderFault(f"the trusted harness {HARNESS} is missing: reinstall the grader")
     plan, checks = exercise.build_plan()
     base = _fresh_dir(Path(workdir) / "trusted")
     _write_plan(base, exercise, plan, source, probe_seconds, exec_seconds, probe_cpu_seconds)

@@ -23,8 +23,8 @@ from autograder.exercises import exercise_for
 from autograder.settings import SAMPLES_IN_ROOT
 from autograder.store.solution_cell import solution_source
 
-__all__ = ["solution_code", "mistakes", "released_with", "sample_notebook", "write_samples",
-           "with_parameters", "ci_parameters_of"]
+__all__ = ["solution_code", "mistakes", "released_with", "reference_notebook", "sample_notebook",
+           "write_samples", "with_parameters", "ci_parameters_of"]
 
 
 def _samples_dir(root: Path, assignment: str) -> Path:
@@ -43,19 +43,29 @@ def mistakes(root: Path, assignment: str) -> list[str]:
     return sorted(p.stem for p in _samples_dir(root, assignment).glob("*.py"))
 
 
-def released_with(root: Path, assignment: str, code: str | None):
-    """The released notebook with ``code`` in the exercise's solution cell (None: as released)."""
+def released_with(root: Path, assignment: str, code: str | None, *,
+                  release_dir: Path | None = None):
+    """The released notebook with ``code`` in the exercise's solution cell (None: as released),
+    from ``release_dir`` (default: the course's release/)."""
     spec = exercise_for(assignment, root)
-    nb = nbformat.read(Path(root) / "release" / assignment / spec.notebook_name, as_version=4)
+    folder = Path(release_dir) if release_dir is not None else Path(root) / "release"
+    nb = nbformat.read(folder / assignment / spec.notebook_name, as_version=4)
     if code is None:
         return nb
     cells = [c for c in nb.cells
              if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == spec.solution_id]
     if len(cells) != 1:
-        raise ValueError(f"release/{assignment}/{spec.notebook_name} should have one cell "
+        raise ValueError(f"{folder.name}/{assignment}/{spec.notebook_name} should have one cell "
                          f"{spec.solution_id!r}, found {len(cells)}: run `course release`")
     cells[0].source = code
     return nb
+
+
+def reference_notebook(root: Path, assignment: str, *, release_dir: Path | None = None):
+    """The reference solution: the released notebook (from ``release_dir``, default release/)
+    with the instructor's solution (``solution_code``) in its solution cell."""
+    return released_with(root, assignment, solution_code(root, assignment),
+                         release_dir=release_dir)
 
 
 def with_parameters(nb, parameters: dict | None):
@@ -89,10 +99,10 @@ def ci_parameters_of(root: Path, assignment: str) -> dict:
 def sample_notebook(root: Path, assignment: str, kind: str, parameters: dict | None = None):
     """The released notebook with ``kind`` ("solution", "release" or a mistake) handed in,
     run with ``parameters`` (None: the notebook's own)."""
+    if kind == "solution":
+        return with_parameters(reference_notebook(root, assignment), parameters)
     if kind == "release":
         code = None
-    elif kind == "solution":
-        code = solution_code(root, assignment)
     else:
         path = _samples_dir(root, assignment) / f"{kind}.py"
         if not path.is_file():
