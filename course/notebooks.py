@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["RunResult", "find_root", "discover", "ci_parameters", "run_notebook", "run_notebooks",
-           "stderr_outputs", "CI_CELL_LIMIT"]
+__all__ = ["RunResult", "find_root", "discover", "ci_parameters", "execute_once", "run_notebook",
+           "run_notebooks", "stderr_outputs", "CI_CELL_LIMIT"]
 
 CI_PARAMS = Path("tests/notebook_params.yaml")
 # Seconds any one cell may take at the CI parameters (the slowest takes a few seconds; a loaded
@@ -73,14 +73,15 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict | None = None,
     ``timeout``: seconds per cell (None: no limit). A run that reaches it is run once more
     from the start (see CI_CELL_LIMIT: a kernel that lost a request looks like a slow cell).
     """
-    result = _run_notebook(path, out_dir, parameters, timeout, html)
+    result = execute_once(path, out_dir, parameters, timeout, html)
     if timeout is not None and result.status == "failed" and "timed out" in result.detail:
-        result = _run_notebook(path, out_dir, parameters, timeout, html)
+        result = execute_once(path, out_dir, parameters, timeout, html)
     return result
 
 
-def _run_notebook(path: Path, out_dir: Path, parameters: dict | None, timeout: int | None,
-                  html: bool) -> RunResult:
+def execute_once(path: Path, out_dir: Path, parameters: dict | None, timeout: int | None,
+                 html: bool) -> RunResult:
+    """One execution of ``path`` (``run_notebook`` retries a timed-out one)."""
     import nbformat
     import papermill as pm
     from nbconvert import HTMLExporter

@@ -191,6 +191,7 @@ print(json.dumps(found))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.sandbox
 def test_in_the_sandbox_a_double_forked_spinner_counts_against_the_cell(tmp_path):
     """Re-parented to the namespace's init, the spinner is outside the kernel's tree: counted

@@ -68,6 +68,7 @@ def test_torchvision_reads_the_generated_files(fake_cifar10, monkeypatch):
         assert label == labels[3]
 
 
+@pytest.mark.slow
 def test_verified_read_rejects_files_that_are_not_the_release(fake_cifar10):
     with pytest.raises(DatasetMissingError, match="corrupted"):
         read_cifar10(fake_cifar10, train=True, verify=True)
@@ -86,6 +87,7 @@ def test_missing_dataset_names_folder_and_files(tmp_path, verify):
 
 # --- weights -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_missing_weights_say_what_to_download_and_where(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     expected = tmp_path / "hub" / "checkpoints" / "resnet50-0676ba61.pth"

@@ -112,6 +112,7 @@ def test_grade_itself_refuses_tcp_without_an_explicit_security(tmp_path):
     assert read_results(tmp_path / "out") == []
 
 
+@pytest.mark.slow
 def test_insecure_scheduler_is_the_explicit_way_to_tcp(tmp_path, capsys):
     batch(tmp_path / "subs", 1)
     assert not scheduler_security("tcp://127.0.0.1:9", insecure=True).require_encryption

@@ -120,6 +120,7 @@ def test_an_unreachable_scheduler_is_a_clear_error(tmp_path):
     assert read_results(tmp_path / "out") == []
 
 
+@pytest.mark.slow
 def test_the_cli_reports_an_unreachable_scheduler(tmp_path, capsys):
     from autograder.cli import main
 

@@ -366,7 +366,7 @@ def test_a_worker_that_did_not_exit_normally_leaves_nothing(tmp_path, monkeypatc
 
     monkeypatch.setattr(nbgrader_step, "run_sandboxed",
                         lambda *a, **k: _Stopped(returncode, reason))
-    monkeypatch.setattr(nbgrader_step, "_scratch_course", lambda folder, *a: None)
+    monkeypatch.setattr(nbgrader_step, "scratch_course", lambda folder, *a: None)
     folder = tmp_path / "nbgrader"
     for top in ("autograded", "feedback"):
         (folder / top / "mallory" / "01_metrics").mkdir(parents=True)
@@ -384,7 +384,7 @@ def test_a_link_where_nbgrader_writes_discards_the_result(tmp_path, monkeypatch)
     from autograder.steps import nbgrader_step
 
     monkeypatch.setattr(nbgrader_step, "run_sandboxed", lambda *a, **k: _Stopped(0, ""))
-    monkeypatch.setattr(nbgrader_step, "_scratch_course", lambda folder, *a: None)
+    monkeypatch.setattr(nbgrader_step, "scratch_course", lambda folder, *a: None)
     folder, elsewhere = tmp_path / "nbgrader", tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "keep.txt").write_text("not the sandbox's")

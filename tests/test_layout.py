@@ -80,6 +80,12 @@ def test_no_private_name_is_imported_across_modules():
                     and not node.attr.startswith("__")):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno} "
                              f"{node.value.id}.{node.attr}")
+            if (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "setattr"
+                    and len(node.args) >= 2 and isinstance(node.args[0], ast.Name)
+                    and node.args[0].id in aliases and isinstance(node.args[1], ast.Constant)
+                    and str(node.args[1].value).startswith("_")):  # monkeypatch.setattr(m, "_x")
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} "
+                             f"{node.args[0].id}.{node.args[1].value}")
     assert found == [], "\n".join(found)
 
 

@@ -61,7 +61,7 @@ def test_a_run_that_reaches_its_cell_limit_is_run_once_more(monkeypatch, tmp_pat
         return notebooks.RunResult(path.name, status, 1.0, "A cell timed out while it was "
                                    "being executed, after 5 seconds." if len(calls) == 1 else "")
 
-    monkeypatch.setattr(notebooks, "_run_notebook", fake)
+    monkeypatch.setattr(notebooks, "execute_once", fake)
     assert run_notebook(tmp_path / "x.ipynb", tmp_path, timeout=5).status == "ok"
     assert calls == [5, 5]
     calls.clear()

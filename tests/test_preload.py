@@ -35,6 +35,7 @@ def _root_only():
         pytest.skip("a preload needs the grader to run as root on Linux (COURSE_PRELOAD unset)")
 
 
+@pytest.mark.slow
 @pytest.mark.sandbox
 def test_a_preloaded_command_starts_warm_in_the_same_sandbox(tmp_path):
     _root_only()
@@ -132,6 +133,7 @@ print(json.dumps({"warm": warm, "at_exec": at_exec, "now": dict(os.environ),
 """
 
 
+@pytest.mark.slow
 @pytest.mark.sandbox
 def test_a_fork_was_started_with_the_environment_bubblewrap_gives(tmp_path):
     """What modules read as they are imported (torch's thread count from OMP_NUM_THREADS,
@@ -241,6 +243,7 @@ print(json.dumps({"waiting": waiting, "first": out(first, 0), "env": out(first, 
 """
 
 
+@pytest.mark.slow
 def test_the_nbgrader_steps_kernel_is_the_fork_left_waiting(tmp_path):
     folder = tmp_path / "notebook folder"
     folder.mkdir()

@@ -26,6 +26,7 @@ def _grade_id(cell) -> str:
     return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id", "")
 
 
+@pytest.mark.slow
 def test_a_new_gradebook_is_stamped_with_what_the_alembic_command_says(tmp_path, monkeypatch):
     """nbgrader asks `alembic heads` for a new gradebook's revision; ours answers in process
     (no command runs), the same revision, and the database is stamped with it."""

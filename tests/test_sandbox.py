@@ -237,6 +237,7 @@ def test_file_size_limit(tmp_path):
     assert (tmp_path / "big").stat().st_size <= 8 * 1024 * 1024
 
 
+@pytest.mark.slow
 def test_detached_processes_die_with_the_call(tmp_path, processes_with):
     marker = "detached-" + uuid.uuid4().hex  # tmp_path.name repeats across xdist workers
     res = run_py(f"""

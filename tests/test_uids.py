@@ -46,6 +46,7 @@ print(json.dumps({"uid": res.stdout.strip(), "ok": res.ok, "err": res.stderr[-50
 """
 
 
+@pytest.mark.slow
 @pytest.mark.sandbox
 def test_graders_with_the_same_pid_run_their_students_as_different_uids(tmp_path):
     """Two graders in pid namespaces of their own (two containers on one machine): both are
