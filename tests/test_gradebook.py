@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -421,3 +422,23 @@ def test_gradescope_results_follow_the_specification(late_class, tmp_path):
                            / "results.json").read_text())
     assert "-1.6 points" in solution["output"] and solution["score"] == pytest.approx(4.4)
     assert f"not graded yet (counted 0): {WRITTEN}" in solution["output"]
+
+
+def _readable_by_others(folder: Path) -> list[str]:
+    """What under ``folder`` a group or another account may read, list or write."""
+    return [f"{p.relative_to(folder)} {stat.filemode(p.lstat().st_mode)}"
+            for p in [folder, *folder.rglob("*")]
+            if not p.is_symlink() and p.lstat().st_mode & 0o077
+            and p.name not in ("done", "stdout.txt")]  # the fixture's own notes
+
+
+def test_what_course_grade_and_export_write_is_readable_by_the_owner_only(graded_class,
+                                                                          tmp_path):
+    """grades.csv, results.jsonl, gradebook.db, feedback/, work/ and formgrader's autograded/
+    (issue 29, point 4); the export's files the same."""
+    subs, out, root = graded_class
+    assert (out / "gradebook.db").is_file() and (out / "feedback").is_dir()
+    assert _readable_by_others(out) == []
+    _export(f"sqlite:///{out}/gradebook.db", tmp_path / "export", root)
+    assert (tmp_path / "export" / "canvas.csv").is_file()
+    assert _readable_by_others(tmp_path / "export") == []

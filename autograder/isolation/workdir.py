@@ -15,6 +15,7 @@ import shutil
 import stat
 from pathlib import Path
 
+from autograder.inside import linux
 from autograder.inside.tree import entries, remove
 
 __all__ = ["copy_back", "keep_only", "reclaim"]
@@ -66,21 +67,11 @@ def copy_back(area: Path, workdir: Path, keep=None) -> None:
                 pass
 
 
-def current_umask() -> int:
-    """This process's umask, read without changing it (``os.umask`` sets it, for every thread
-    at once); 0o022 where /proc does not say."""
-    try:
-        with open("/proc/self/status") as fh:
-            return next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
-    except (OSError, StopIteration, ValueError):
-        return 0o022
-
-
 def reclaim(workdir: Path, uid: int, gid: int) -> None:
     """Give workdir back: drop links/special files the command left, restore ownership, and
     the modes the grader's umask allows (``course grade``'s 077: nothing the command made is
     readable by other accounts)."""
-    mask = current_umask()
+    mask = linux.current_umask()
     for rel, st in entries(workdir):  # parents first: a folder is opened up before it is read
         path = workdir / rel
         try:

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from autograder.inside.linux import current_umask
 from autograder.settings import cache_folder
 from autograder.store import release
 
@@ -71,7 +72,10 @@ def prepare_template(root: Path, exercise, work: Path, cell_timeout: int | None)
     if cached is None:
         release.prepare_course(root, [exercise.assignment], template)
     else:
-        shutil.copytree(cached, template)
+        shutil.copytree(cached, template, copy_function=shutil.copyfile)
+        mask = current_umask()  # the cache's folders keep their modes through copytree
+        for folder in (template, *(p for p in template.rglob("*") if p.is_dir())):
+            folder.chmod(0o755 & ~mask)
     if cell_timeout is not None:
         with (template / "nbgrader_config.py").open("a", encoding="utf-8") as f:
             f.write(f"\n# course grade --cell-timeout\nc.Execute.timeout = {int(cell_timeout)}\n")
