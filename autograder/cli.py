@@ -114,7 +114,7 @@ def _summarise(rows, args, seconds: float, gradebook: str) -> int:
         print(f"error: the grader failed on {len(ours)} student(s): "
               f"{', '.join(r.student_id for r in ours)}. This is a fault of the grader, not "
               "of their submissions (no score was recorded for them); the reason column says "
-              "where. Rerun the same command after the fix: only they are graded again.",
+              "where. Rerun the same command after the fix: the graded students are skipped.",
               file=sys.stderr)
         return 4
     return 0

@@ -16,7 +16,7 @@ Faults:
 - a worker lost mid-batch: the scheduler runs its tasks again on the workers that are left;
   only the result that reaches this machine is recorded, so no row is lost or doubled. A
   student whose task killed ``allowed-failures`` workers in a row (Dask's default: 3) gets an
-  error row, and a rerun tries again;
+  ``grader-error`` row (not a score), and a rerun tries again;
 - a scheduler that cannot be reached within ``connect_timeout``, a cluster without workers, or
   workers that cannot isolate, run another version of the grader or use another
   grading secret: :class:`ClusterError` before anyone is graded;

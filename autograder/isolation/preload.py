@@ -9,7 +9,7 @@ instead of a new interpreter that bubblewrap starts there.
 
 How a fork enters the sandbox (only when the grader runs as root; elsewhere the sandbox runs
 the command itself, as before): bubblewrap builds the sandbox as always (namespaces, mounts,
-rlimits, cgroups) but runs ``preload_stub.py`` in it, a standard-library-only script that
+rlimits, cgroups) but runs ``inside/stub.py`` in it, a standard-library-only script that
 hands its stdin, stdout and stderr to the zygote over a socket and waits. The zygote forks a
 child for the request; the child enters the stub's namespaces (``setns``, as ``nsenter``
 does) and its root, and forks the process that runs the command: that one joins the stub's
