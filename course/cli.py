@@ -175,14 +175,18 @@ PRIVATE_COMMANDS = {"score"}
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None,
                 private: set[str]) -> int:
     """Parse ``argv`` with ``parser`` and run the chosen command; the ``private`` ones with
-    umask 077."""
+    umask 077 while they run."""
     from course.lean_imports import skip_unused_format_checkers
 
     skip_unused_format_checkers()
     args = parser.parse_args(argv)
-    if args.command in private:
-        os.umask(0o077)
-    return args.func(args)
+    if args.command not in private:
+        return args.func(args)
+    before = os.umask(0o077)
+    try:
+        return args.func(args)
+    finally:  # called in a process that goes on (a test, a notebook): as it was
+        os.umask(before)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -102,3 +102,15 @@ def test_a_grader_error_row_has_no_score_in_grades_csv(tmp_path):
         rows = {r["student_id"]: r for r in csv.DictReader(f)}
     assert rows["amy"]["score"] == "" and rows["amy"]["status"] == "grader-error"
     assert rows["bo"]["score"] == "0.0"
+
+
+def test_a_private_command_leaves_the_callers_umask_as_it_was(tmp_path):
+    """`course score` in process (a notebook, a test) must not change what the caller creates."""
+    import os
+
+    before = os.umask(0o022)
+    try:
+        assert main(["score", str(tmp_path / "missing.csv")]) == 2
+        assert os.umask(0o022) == 0o022
+    finally:
+        os.umask(before)
