@@ -5,7 +5,7 @@ from __future__ import annotations
 from html.parser import HTMLParser
 from types import SimpleNamespace
 
-__all__ = ["assert_no_active_content"]
+__all__ = ["assert_no_active_content", "elements"]
 
 
 class _Elements(HTMLParser):
@@ -41,3 +41,8 @@ def assert_no_active_content(html: str) -> None:
     csp = [el for el in elements if el.tag == "meta"
            and el.attrib.get("http-equiv") == "Content-Security-Policy"]
     assert len(csp) == 1 and "script-src 'none'" in csp[0].attrib["content"]
+
+
+def elements(html: str) -> list[SimpleNamespace]:
+    """Every start tag of ``html`` (``.tag``, ``.attrib``), as the standard library parses it."""
+    return _Elements(html).found

@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-from html.parser import HTMLParser
-
 import nbformat
 import pytest
 from nbconvert import HTMLExporter
+from pages import elements
 
 from autograder.inside.sanitise import sanitize_notebook
 
@@ -30,16 +29,6 @@ PAYLOADS = {
 ANSWER = "My answer: **precision** is TP / (TP + FP), and $F_1 < 1$ here."
 
 
-class _Tags(HTMLParser):
-    def __init__(self, html: str):
-        super().__init__(convert_charrefs=True)
-        self.tags = []
-        self.feed(html)
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-
 def _render(cells, metadata=None) -> str:
     nb = nbformat.v4.new_notebook(cells=cells, metadata=metadata or {})
     sanitize_notebook(nb)
@@ -51,7 +40,7 @@ def _active(html: str) -> list:
     """Elements that act by themselves: handlers, frames, objects, forms, javascript: or
     remote URLs, refreshes (nbconvert's own scripts are counted apart)."""
     found = []
-    for tag, attrs in _Tags(html).tags:
+    for tag, attrs in ((el.tag, el.attrib) for el in elements(html)):
         if any(name.startswith("on") for name in attrs) or tag in ("iframe", "object", "embed",
                                                                    "form", "meta"):
             if tag != "meta" or "http-equiv" in attrs and attrs["http-equiv"] != "Content-Type":
@@ -71,8 +60,8 @@ def test_a_written_answer_keeps_its_text_and_loses_its_payload(name):
     html = _render([cell])
     baseline = _render([nbformat.v4.new_markdown_cell(ANSWER)])
     assert _active(html) == []
-    scripts = [t for t, _ in _Tags(html).tags if t == "script"]
-    assert len(scripts) == [t for t, _ in _Tags(baseline).tags].count("script")  # nbconvert's
+    scripts = [el for el in elements(html) if el.tag == "script"]
+    assert len(scripts) == [el.tag for el in elements(baseline)].count("script")  # nbconvert's
     assert "<strong>precision</strong>" in html and "TP / (TP + FP)" in html
 
 

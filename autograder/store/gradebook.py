@@ -107,25 +107,35 @@ def _busy(db_url: str, wait: float) -> GradebookBusy:
         "(students already graded are not graded again), or raise --db-wait.")
 
 
+def _wait_for_lock(try_lock: Callable[[], bool], db_url: str, wait: float,
+                   on_wait: Callable[[str], None]) -> None:
+    """Call ``try_lock`` until it holds the lock, saying once that it waits; GradebookBusy
+    after ``wait`` seconds."""
+    deadline, told = time.monotonic() + wait, False
+    while not try_lock():
+        if time.monotonic() >= deadline:
+            raise _busy(db_url, wait)
+        if not told:
+            on_wait(f"waiting for another `course grade` to finish recording into "
+                    f"{safe_url(db_url)} (up to {wait:g} s)")
+            told = True
+        time.sleep(0.2)
+
+
 @contextmanager
 def _sqlite_lock(path: Path, db_url: str, wait: float, on_wait: Callable[[str], None]):
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a+") as f:
-        deadline, told = time.monotonic() + wait, False
-        while True:
+        def try_lock() -> bool:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                return True
             except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise _busy(db_url, wait) from None
-                if not told:
-                    on_wait(f"waiting for another `course grade` to finish recording into "
-                            f"{safe_url(db_url)} (up to {wait:g} s)")
-                    told = True
-                time.sleep(0.2)
+                return False
+
+        _wait_for_lock(try_lock, db_url, wait, on_wait)
         try:
             yield
         finally:
@@ -139,16 +149,9 @@ def _postgres_lock(db_url: str, wait: float, on_wait: Callable[[str], None]):
     engine = create_engine(db_url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
-            deadline, told = time.monotonic() + wait, False
-            while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
-                                   {"k": _PG_LOCK_KEY}).scalar():
-                if time.monotonic() >= deadline:
-                    raise _busy(db_url, wait)
-                if not told:
-                    on_wait(f"waiting for another `course grade` to finish recording into "
-                            f"{safe_url(db_url)} (up to {wait:g} s)")
-                    told = True
-                time.sleep(0.2)
+            _wait_for_lock(lambda: bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
+                                                     {"k": _PG_LOCK_KEY}).scalar()),
+                           db_url, wait, on_wait)
             try:
                 yield
             finally:
