@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.exercises import GradedExercise
+from autograder.inside.tree import remove
 from autograder.protocol import Fail
 from autograder.settings import FEEDBACK_SECONDS, MAX_REASON_CHARS, PROBE_SECONDS
 from autograder.steps.feedback import publish_feedback
@@ -98,12 +99,16 @@ def _grade_notebook(sub: Submission, ctx: Context, row: GradeRow) -> None:
     if not problem:
         page = Path(ctx.exercise.notebook_name).with_suffix(".html").name
         where = Path(row.student_id) / row.assignment
-        if not publish_feedback(work / "nbgrader" / "feedback" / where,
-                                ctx.out_dir / "feedback" / where, row, page, isolate=ctx.isolate,
-                                timeout=min(ctx.timeout, FEEDBACK_SECONDS)):
+        published = publish_feedback(work / "nbgrader" / "feedback" / where,
+                                     ctx.out_dir / "feedback" / where, row, page,
+                                     isolate=ctx.isolate,
+                                     timeout=min(ctx.timeout, FEEDBACK_SECONDS))
+        if not published:
             row.reason = "; ".join(filter(None, [
                 row.reason, "no feedback page (missing, over the size limit or not sanitised "
                             "in time)"]))
+    if not ctx.keep_work:  # nbgrader's own page runs the student's script: only the sanitised
+        remove(work / "nbgrader" / "feedback")  # copy in OUT/feedback/ stays
 
 
 def _fill_row(row: GradeRow, trusted: dict[str, CellScore], nbgrader_scores: dict[str, float],

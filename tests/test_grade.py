@@ -278,6 +278,16 @@ def test_feedback_html_for_each_graded_student(batch):
 
 
 @pytest.mark.slow
+def test_no_page_but_the_sanitised_one_stays_after_grading(batch):
+    """nbgrader's own feedback page keeps the student's script (issue 29): once the sanitised
+    copy is in OUT/feedback/, no HTML page is left in OUT/work/."""
+    _, out, rows, _ = batch
+    assert any(r.status == "graded" for r in rows.values())
+    assert (out / "work").is_dir()
+    assert sorted(p.relative_to(out) for p in (out / "work").rglob("*.htm*")) == []
+
+
+@pytest.mark.slow
 def test_broken_submissions_get_a_reason(batch):
     assignment, _, rows, stdout = batch
     if assignment != "01_metrics":
