@@ -369,9 +369,19 @@ def _fresh_feedback_env(course_dir: Path) -> None:
 def _strip_feedback_source(course_dir: Path, assignment: str, student: str) -> None:
     import nbformat
 
+    from autograder.inside.sanitise import (
+        FEEDBACK_CELL_METADATA,
+        FEEDBACK_OUTPUTS,
+        sanitize_notebook,
+    )
+
     for path in (course_dir / "autograded" / student / assignment).glob("*.ipynb"):
         nb = nbformat.read(path, as_version=4)
         without_hidden_tests(nb, _State.first_hidden)
+        # cell by cell, so that one cell's unclosed tag cannot hide the next ones when the
+        # page is sanitised as a whole
+        sanitize_notebook(nb, keep_output=FEEDBACK_OUTPUTS,
+                          keep_cell_metadata=FEEDBACK_CELL_METADATA)
         path.chmod(0o644)  # nbgrader leaves it read-only
         nbformat.write(nb, path)
 

@@ -15,7 +15,8 @@ import re
 import sys
 from pathlib import Path
 
-__all__ = ["CSP", "sanitize_html", "sanitize_markdown", "sanitize_notebook"]
+__all__ = ["CSP", "FEEDBACK_CELL_METADATA", "FEEDBACK_OUTPUTS", "sanitize_html",
+           "sanitize_markdown", "sanitize_notebook"]
 
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
        "script-src 'none'; object-src 'none'; frame-src 'none'; form-action 'none'; "
@@ -95,9 +96,24 @@ def sanitize_markdown(text: str) -> str:
                      link_rel="noopener noreferrer")
 
 
+def _html_output(data) -> str:
+    """An HTML output (a string or nbformat's list of lines) reduced to the allowlist, each on
+    its own: an unclosed tag (a ``<style>``, a ``<table>``) ends with its output and cannot
+    swallow the cells after it when the page is parsed as a whole."""
+    text = "".join(data) if isinstance(data, list) else str(data)
+    return sanitize_markdown(text)
+
+
 _RASTER = {"image/png", "image/jpeg", "image/gif"}
+# What the feedback page shows of the outputs: text, raster images and HTML (through the
+# allowlist, output by output); the page is sanitised once more as a whole after nbgrader
+# renders it.
+FEEDBACK_OUTPUTS = ("text/plain", "image/png", "image/jpeg", "text/html")
 _BASE64 = re.compile(r"[A-Za-z0-9+/=\s]*")
 _KEEP_CELL_METADATA = ("nbgrader", "tags", "deletable", "editable")
+# and for the feedback step: the run's cell times (nbclient's, and the CPU seconds the worker
+# notes under "course"), which steps/budget.py reads of the reference solution's run
+FEEDBACK_CELL_METADATA = (*_KEEP_CELL_METADATA, "execution", "course")
 _KEEP_NOTEBOOK_METADATA = ("kernelspec", "language_info")
 
 
@@ -106,16 +122,18 @@ def _raster_only(bundle) -> dict:
             if mime in _RASTER and isinstance(data, str) and _BASE64.fullmatch(data)}
 
 
-def sanitize_notebook(nb, keep_output=("text/plain", "image/png", "image/jpeg")) -> None:
+def sanitize_notebook(nb, keep_output=("text/plain", "image/png", "image/jpeg"),
+                      keep_cell_metadata=_KEEP_CELL_METADATA) -> None:
     """Make a student's notebook (an nbformat node, changed in place) safe to render for a
     person, as formgrader does with nbconvert: markdown through :func:`sanitize_markdown`,
-    attachments raster images only, outputs only the ``keep_output`` types (no HTML, SVG,
-    JavaScript or widget views), and no metadata but what nbgrader and Jupyter need."""
+    attachments raster images only, outputs only the ``keep_output`` types (never SVG,
+    JavaScript or widget views; HTML only if named, and then through the allowlist), and no
+    metadata but what nbgrader and Jupyter need."""
     nb.metadata = {k: v for k, v in nb.get("metadata", {}).items()
                    if k in _KEEP_NOTEBOOK_METADATA}
     for cell in nb.cells:
         cell.metadata = {k: v for k, v in cell.get("metadata", {}).items()
-                         if k in _KEEP_CELL_METADATA}
+                         if k in keep_cell_metadata}
         if "attachments" in cell:
             cell.attachments = {name: _raster_only(bundle)
                                 for name, bundle in dict(cell.attachments or {}).items()
@@ -129,6 +147,8 @@ def sanitize_notebook(nb, keep_output=("text/plain", "image/png", "image/jpeg"))
                 output["metadata"] = {}
             if "data" in output:
                 output["data"] = {k: v for k, v in output["data"].items() if k in keep_output}
+                if "text/html" in output["data"]:
+                    output["data"]["text/html"] = _html_output(output["data"]["text/html"])
 
 
 def nh3_text(text: str) -> str:

@@ -1,5 +1,7 @@
 """formgrader, in a real JupyterLab driven by Chromium, shows what `course grade` recorded:
-each graded student with the trusted scores of grades.csv, written answers out of their points.
+each graded student with the trusted scores of grades.csv, written answers out of their points;
+and neither formgrader's view of a submission nor the student's feedback page runs anything the
+student wrote (issue 29, point 1): a listener on 127.0.0.1 counts the payloads' calls.
 """
 
 from __future__ import annotations
@@ -8,11 +10,17 @@ import csv
 import shutil
 import subprocess
 import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import nbformat
 import pytest
 from conftest import Lab
 
 from autograder.isolation.sandbox import isolation_available
+from autograder.settings import course_id
+from autograder.store.gradebook import open_gradebook
 from autograder.store.samples import write_samples
 from course.notebooks import find_root
 
@@ -20,6 +28,57 @@ ROOT = find_root()
 ASSIGNMENT = "01_metrics"
 STUDENTS = ("solution", "f-arithmetic-mean")
 WRITTEN_POINTS = 2  # explain_f_score, graded by hand
+ATTACKER = "written-payload"  # a correct solution whose written answer and outputs carry script
+ANSWER = "My answer: precision is the share of flagged cases that are real"
+# {url} is the listener's; each payload, were it active, would call it with its own path
+PAYLOADS = [
+    '<img src="x" onerror="fetch(\'{url}/img-onerror\')">',
+    '<svg onload="fetch(\'{url}/svg-onload\')"><circle r="1"/></svg>',
+    "<script>fetch('{url}/script')</script>",
+    '<iframe srcdoc="&lt;script&gt;fetch(\'{url}/iframe-srcdoc\')&lt;/script&gt;"></iframe>',
+    '<details open ontoggle="fetch(\'{url}/details-ontoggle\')">more</details>',
+    '<img src="{url}/remote-img">',
+    "<p style=\"background:url('{url}/style-url')\">styled</p>",
+    '<object data="{url}/object"></object>',
+    '<link rel="stylesheet" href="{url}/link-css">',
+    '<video><source onerror="fetch(\'{url}/source-onerror\')"></video>',
+    "<math><mtext><table><mglyph><style><img src=x onerror=fetch('{url}/mglyph')>",
+]
+
+
+class Listener(ThreadingHTTPServer):
+    """An HTTP server on 127.0.0.1 that records the path of every request it gets."""
+
+    def __init__(self):
+        self.hits: list[str] = []
+        listener = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                listener.hits.append(self.path)
+                self.send_response(204)
+                self.end_headers()
+
+            do_POST = do_GET
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def _attacker_notebook(folder, listener: Listener) -> None:
+    """The solution, then an HTML output, and the written answer with every payload."""
+    payloads = "\n".join(p.format(url=listener.url) for p in PAYLOADS)
+    path = next(folder.glob("*.ipynb"))
+    nb = nbformat.read(path, as_version=4)
+    cells = {c.get("metadata", {}).get("nbgrader", {}).get("grade_id"): c for c in nb.cells}
+    cells["f_score_solution"].source += ("\n\nfrom IPython.display import HTML, display\n"
+                                         f"display(HTML({payloads!r}))\n")
+    cells["explain_f_score"].source = f"{ANSWER}\n\n{payloads}\n"
+    nbformat.write(nb, path)
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +97,9 @@ def graded_course(tmp_path_factory):
     write_samples(course, ASSIGNMENT, samples)
     for student in STUDENTS:
         shutil.copytree(samples / student, subs / student)
+    listener = Listener()
+    shutil.copytree(samples / "solution", subs / ATTACKER)
+    _attacker_notebook(subs / ATTACKER, listener)
     isolate, _ = isolation_available()
     graded = subprocess.run([*run, "grade", ASSIGNMENT, str(subs), "--out", str(course.parent
                              / "out"), "--root", str(course), "--workers", "2"]
@@ -48,14 +110,15 @@ def graded_course(tmp_path_factory):
     with (course.parent / "out" / "grades.csv").open(newline="") as f:
         grades = {r["student_id"]: r for r in csv.DictReader(f)}
     lab = Lab(course, course.parent / "graded-lab.log")
-    yield lab, grades
+    yield lab, grades, listener, course
     lab.stop()
+    listener.shutdown()
 
 
 @pytest.mark.slow
 @pytest.mark.sandbox
 def test_formgrader_lists_graded_students_with_the_trusted_scores(graded_course, page):
-    lab, grades = graded_course
+    lab, grades, _, _ = graded_course
     # JupyterLab first, as an instructor opens it: it logs the browser in (a cookie), so the
     # formgrader page's own requests to its API are authenticated
     page.page.goto(lab.url("lab?reset"))
@@ -72,9 +135,57 @@ def test_formgrader_lists_graded_students_with_the_trusted_scores(graded_course,
                                                 row.locator("td.code-score").inner_text().strip(),
                                                 row.locator("td.written-score").inner_text()
                                                 .strip())
-    assert sorted(shown) == sorted(STUDENTS)
-    for student, (overall, code, written) in shown.items():
+    assert sorted(shown) == sorted((*STUDENTS, ATTACKER))
+    for student, (overall, code, written) in ((s, shown[s]) for s in STUDENTS):
         score, max_score = float(grades[student]["score"]), float(grades[student]["max_score"])
         assert code == f"{score:g} / {max_score:g}"
         assert overall == f"{score:g} / {max_score + WRITTEN_POINTS:g}"
         assert written == f"0 / {WRITTEN_POINTS}"
+
+
+def _settle(page) -> None:
+    """Time for every load, handler and toggle on the page to have happened."""
+    page.wait_for_load_state("networkidle", timeout=60_000)
+    time.sleep(2)
+
+
+@pytest.mark.slow
+@pytest.mark.sandbox
+def test_the_payloads_call_the_listener_when_left_active(graded_course, page):
+    """The control: in this browser the payloads, unsanitised, do reach the listener (else
+    the zero counts below would prove nothing)."""
+    _, _, listener, _ = graded_course
+    listener.hits.clear()
+    page.page.set_content("\n".join(p.format(url=listener.url) for p in PAYLOADS))
+    _settle(page.page)
+    called = {hit.strip("/") for hit in listener.hits}
+    assert {"img-onerror", "svg-onload", "script", "remote-img", "object"} <= called, called
+
+
+@pytest.mark.slow
+@pytest.mark.sandbox
+def test_formgrader_shows_a_written_answer_and_runs_none_of_it(graded_course, page):
+    lab, grades, listener, course = graded_course
+    assert grades[ATTACKER]["status"] == "graded", grades[ATTACKER]
+    with open_gradebook(f"sqlite:///{course / 'gradebook.db'}", course_id()) as gb:
+        submission = gb.find_submission_notebook(ASSIGNMENT, ASSIGNMENT, ATTACKER).id
+    page.page.goto(lab.url("lab?reset"))  # the instructor's login, as above
+    page.page.get_by_role("menuitem", name="Nbgrader", exact=True).wait_for(timeout=120_000)
+    listener.hits.clear()
+    page.page.goto(f"http://127.0.0.1:{lab.port}/formgrader/submissions/{submission}/")
+    page.page.get_by_text(ANSWER).first.wait_for(timeout=120_000)
+    _settle(page.page)
+    assert listener.hits == []
+    assert not [m for m in page.console if "pageerror" in m and "fetch" in m]
+
+
+@pytest.mark.slow
+@pytest.mark.sandbox
+def test_the_feedback_page_shows_the_answer_and_runs_none_of_it(graded_course, page):
+    _, _, listener, course = graded_course
+    feedback = course.parent / "out" / "feedback" / ATTACKER / ASSIGNMENT / f"{ASSIGNMENT}.html"
+    listener.hits.clear()
+    page.page.goto(feedback.as_uri())
+    page.page.get_by_text(ANSWER).first.wait_for(timeout=60_000)
+    _settle(page.page)
+    assert listener.hits == []
