@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -189,3 +190,19 @@ def test_the_feedback_page_shows_the_answer_and_runs_none_of_it(graded_course, p
     page.page.get_by_text(ANSWER).first.wait_for(timeout=60_000)
     _settle(page.page)
     assert listener.hits == []
+
+
+@pytest.mark.slow
+@pytest.mark.sandbox
+def test_the_gradebook_stores_nothing_the_student_wrote(graded_course):
+    """formgrader also shows what the gradebook holds (cell sources, comments): none of it is
+    the student's markup; every payload names the listener's address."""
+    _, _, listener, course = graded_course
+    with sqlite3.connect(course / "gradebook.db") as db:
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master "
+                                                 "WHERE type = 'table'")]
+        texts = [value for table in tables
+                 for row in db.execute(f'SELECT * FROM "{table}"')  # noqa: S608 (our tables)
+                 for value in row if isinstance(value, str)]
+    assert any(ATTACKER in t for t in texts)  # the student is there
+    assert [t for t in texts if listener.url in t or "onerror" in t] == []
