@@ -8,7 +8,13 @@ from datetime import datetime, timezone
 
 import pytest
 
-from autograder.store.deadlines import DeadlineError, LatePolicy, load_policies, submission_time
+from autograder.store.deadlines import (
+    DeadlineError,
+    LatePolicy,
+    load_policies,
+    submission_time,
+    time_source,
+)
 from course.notebooks import find_root
 
 ROOT = find_root()
@@ -72,7 +78,9 @@ def test_a_missing_configuration_means_no_deadlines(tmp_path):
     assert load_policies(tmp_path) == {}
 
 
-def test_the_submission_time_is_nbgraders_timestamp_else_the_file_time(tmp_path):
+def test_the_submission_time_comes_from_the_channel_not_from_the_student(tmp_path):
+    """A collected folder's timestamp.txt (nbgrader's), else file times; what a zip holds (a
+    timestamp.txt the student wrote, its entries' times) never counts (issue 30)."""
     subs = tmp_path / "subs"
     (subs / "alice" / "01_metrics").mkdir(parents=True)
     (subs / "alice" / "01_metrics" / "01_metrics.ipynb").write_text("{}")
@@ -81,15 +89,19 @@ def test_the_submission_time_is_nbgraders_timestamp_else_the_file_time(tmp_path)
     notebook = subs / "bob" / "01_metrics.ipynb"
     notebook.write_text("{}")
     os.utime(notebook, (1_790_000_000, 1_790_000_000))
-    with zipfile.ZipFile(subs / "carol.zip", "w") as zf:
-        zf.writestr("01_metrics.ipynb", "{}")
+    with zipfile.ZipFile(subs / "carol.zip", "w") as zf:  # a forged time, three hours early
+        zf.writestr(zipfile.ZipInfo("01_metrics.ipynb", (2026, 10, 1, 0, 0, 0)), "{}")
         zf.writestr("timestamp.txt", "2026-10-07T10:00:00+02:00")
+    os.utime(subs / "carol.zip", (1_790_000_200, 1_790_000_200))
     with zipfile.ZipFile(subs / "dave.zip", "w") as zf:
         zf.writestr("01_metrics.ipynb", "{}")
     os.utime(subs / "dave.zip", (1_790_000_100, 1_790_000_100))
     assert submission_time(subs, "alice") == datetime(2026, 10, 6, 8, 30, 0, 500000,
                                                       tzinfo=timezone.utc)
+    assert "student's own account" in time_source(subs, "alice")
     assert submission_time(subs, "bob") == datetime.fromtimestamp(1_790_000_000, timezone.utc)
-    assert submission_time(subs, "carol") == datetime(2026, 10, 7, 8, 0, tzinfo=timezone.utc)
+    assert time_source(subs, "bob") == "the notebook's file time"
+    assert submission_time(subs, "carol") == datetime.fromtimestamp(1_790_000_200, timezone.utc)
+    assert time_source(subs, "carol") == "the zip's file time"
     assert submission_time(subs, "dave") == datetime.fromtimestamp(1_790_000_100, timezone.utc)
     assert submission_time(subs, "nobody") is None

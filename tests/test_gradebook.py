@@ -16,6 +16,7 @@ import stat
 import subprocess
 import sys
 import time
+import zipfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -337,6 +338,36 @@ def test_the_late_penalty_is_recorded_from_the_submission_time(late_class):
     # 30%, capped at the score 1
     assert penalty == {"solution": pytest.approx(1.6), "untouched": None,
                        "f-arithmetic-mean": pytest.approx(1.0)}
+
+
+def test_a_timestamp_inside_a_zip_changes_no_penalty(graded_class, tmp_path):
+    """Two zips the LMS received two days late (their file times): the one holding a
+    timestamp.txt the student wrote, claiming three hours early, loses what the plain one
+    loses (issue 30: the channel's time, never the student's)."""
+    subs, out, root = graded_class
+    zips = tmp_path / "zips"
+    zips.mkdir()
+    late = (DEADLINE + timedelta(days=2)).timestamp()
+    for student, forged in (("solution", True), ("f-arithmetic-mean", False)):
+        with zipfile.ZipFile(zips / f"{student}.zip", "w") as zf:
+            zf.write(subs / student / f"{ASSIGNMENT}.ipynb", f"{ASSIGNMENT}.ipynb")
+            if forged:
+                zf.writestr("timestamp.txt", (DEADLINE - timedelta(hours=3))
+                            .strftime("%Y-%m-%d %H:%M:%S.%f UTC"))
+        os.utime(zips / f"{student}.zip", (late, late))
+    db = f"sqlite:///{tmp_path}/gradebook.db"
+    policy = LatePolicy(deadline=DEADLINE, per_day=0.1, max_fraction=0.5)
+    _record(db, out, zips, tmp_path, root, policies={ASSIGNMENT: policy})
+    with open_gradebook(db, COURSE_ID) as gb:
+        graded = {s.student.id: s.notebooks[0] for s in gb.assignment_submissions(ASSIGNMENT)}
+        penalty = {sid: nb.late_submission_penalty for sid, nb in graded.items()}
+        comments = {sid: " ".join(c.auto_comment or "" for c in nb.comments)
+                    for sid, nb in graded.items()}
+    # 2 started days x 10% of the 8 points, capped at the score
+    assert penalty["solution"] == pytest.approx(1.6)
+    plain = {r.student_id: r for r in read_results(out)}["f-arithmetic-mean"]
+    assert penalty["f-arithmetic-mean"] == pytest.approx(min(1.6, plain.score))
+    assert "the zip's file time" in comments["solution"]
 
 
 def _export(db: str, out: Path, root: Path) -> str:

@@ -9,22 +9,26 @@ assignment's ``duedate``), the submission's time (``timestamp``) and the penalty
 (``late_submission_penalty``); an extension granted in nbgrader moves that student's deadline.
 Every export shows the penalty.
 
-A submission's time is nbgrader's ``timestamp.txt`` when the student's folder or zip holds one
-(what ``nbgrader collect`` and the exchange write), else the file time of what the LMS download
-holds (the notebook, or the zip).
+A submission's time comes from the channel that delivered it, never from what the student
+handed in: a zip's or a loose notebook's own file time (what the LMS download or the copy gave
+it; a ``timestamp.txt`` inside a zip and the zip's entry times are the student's, and ignored),
+and for a folder nbgrader's ``timestamp.txt`` (what ``nbgrader collect`` copies from the
+exchange), else the notebook's file time. nbgrader's exchange writes ``timestamp.txt`` on the
+student's side (``nbgrader submit`` runs in the student's account, which can write any time
+there): :func:`time_source` says so, and ``course grade`` notes it in the gradebook's comment.
 """
 
 from __future__ import annotations
 
 import math
-import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from autograder.settings import DEADLINES_IN_ROOT
 
-__all__ = ["CONFIG", "DeadlineError", "LatePolicy", "load_policies", "submission_time"]
+__all__ = ["CONFIG", "DeadlineError", "LatePolicy", "load_policies", "submission_time",
+           "time_source"]
 
 CONFIG = DEADLINES_IN_ROOT
 _TIMESTAMP = "timestamp.txt"
@@ -137,7 +141,8 @@ def _file_time(path: Path) -> datetime:
     return datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
 
 
-def _from_folder(folder: Path) -> datetime | None:
+def _folder_stamp(folder: Path) -> datetime | None:
+    """The time in nbgrader's timestamp.txt of a collected folder (at most 3 levels down)."""
     stamps = sorted(p for p in folder.rglob(_TIMESTAMP)
                     if len(p.relative_to(folder).parts) <= 3 and p.is_file()
                     and not p.is_symlink())
@@ -146,33 +151,47 @@ def _from_folder(folder: Path) -> datetime | None:
             when = _parse_timestamp(f.read(_MAX_TIMESTAMP_BYTES).decode("utf-8", "replace"))
         if when is not None:
             return when
+    return None
+
+
+def _from_folder(folder: Path) -> datetime | None:
+    stamp = _folder_stamp(folder)
+    if stamp is not None:
+        return stamp
     notebooks = sorted(p for p in folder.rglob("*.ipynb") if not p.is_symlink())
     return max((_file_time(p) for p in notebooks), default=None)
 
 
-def _from_zip(archive: Path) -> datetime | None:
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist()[:2000]:
-                if info.filename.rsplit("/", 1)[-1] == _TIMESTAMP and info.file_size <= 1000:
-                    with zf.open(info) as member:
-                        text = member.read(_MAX_TIMESTAMP_BYTES).decode("utf-8", "replace")
-                    when = _parse_timestamp(text)
-                    if when is not None:
-                        return when
-    except (zipfile.BadZipFile, OSError, RuntimeError, ValueError, NotImplementedError):
-        pass
-    return _file_time(archive)
-
-
-def submission_time(submissions: Path, student: str) -> datetime | None:
-    """When ``student`` handed in (UTC): their timestamp.txt, else their files' time."""
+def _entry(submissions: Path, student: str) -> tuple[str, Path] | None:
+    """The kind of ``student``'s entry ("folder", "zip" or "notebook") and its path."""
     base = Path(submissions)
     folder, archive, loose = base / student, base / f"{student}.zip", base / f"{student}.ipynb"
     if folder.is_dir() and not folder.is_symlink():
-        return _from_folder(folder)
-    if archive.is_file():
-        return _from_zip(archive)
-    if loose.is_file():
-        return _file_time(loose)
+        return "folder", folder
+    if archive.is_file() and not archive.is_symlink():
+        return "zip", archive
+    if loose.is_file() and not loose.is_symlink():
+        return "notebook", loose
     return None
+
+
+def submission_time(submissions: Path, student: str) -> datetime | None:
+    """When ``student`` handed in (UTC), as the channel recorded it (see the module's text)."""
+    entry = _entry(submissions, student)
+    if entry is None:
+        return None
+    kind, path = entry
+    return _from_folder(path) if kind == "folder" else _file_time(path)
+
+
+def time_source(submissions: Path, student: str) -> str:
+    """Where :func:`submission_time` took the time from, in words for the instructor."""
+    entry = _entry(submissions, student)
+    if entry is None:
+        return "no time: the entry is gone"
+    kind, path = entry
+    if kind == "folder" and _folder_stamp(path) is not None:
+        return ("nbgrader's timestamp.txt, which nbgrader submit writes in the student's own "
+                "account (the exchange keeps no time of its own)")
+    return {"folder": "the notebook's file time", "zip": "the zip's file time",
+            "notebook": "the notebook's file time"}[kind]

@@ -37,7 +37,7 @@ from datetime import timezone
 from pathlib import Path
 
 from autograder.settings import GRADEBOOK_WAIT_SECONDS, course_id
-from autograder.store.deadlines import LatePolicy, submission_time
+from autograder.store.deadlines import LatePolicy, submission_time, time_source
 
 __all__ = ["GradebookBusy", "Recorder", "nbgrader_settings", "gradebook_lock", "safe_url",
            "open_gradebook", "recorded", "course_dir", "COMMENT_HEADER"]
@@ -348,11 +348,13 @@ class Recorder:
         changed = _previous_sha(solution_comment) != row.sha256[:16]
         own = _verified(out_dir / "work" / student / exercise.notebook_name, row.sha256)
         notes = self._record_grades(gb, snb, row, own, changed)
+        when = submission_time(submissions, student)
         if solution_comment is not None:
-            solution_comment.auto_comment = _comment_text(row, row.cells)
+            solution_comment.auto_comment = _comment_text(row, row.cells) + (
+                "" if when is None else f"\nhanded in {when:%Y-%m-%d %H:%M:%S} UTC, from "
+                                        f"{time_source(submissions, student)}.")
         if changed:  # a person's flag on the same notebook stands
             snb.flagged = bool(row.flagged)
-        when = submission_time(submissions, student)
         if when is not None:
             snb.assignment.timestamp = _naive_utc(when)
         gb.db.commit()
