@@ -168,6 +168,19 @@ def test_an_invalid_id_never_takes_a_real_students_row(tmp_path, invalid):
     assert found[fake].reason == f"invalid student id {invalid!r}"
 
 
+def test_a_jupyterhub_username_is_a_student_id(tmp_path):
+    """nbgrader and JupyterHub accept e-mail-like usernames (issue 30)."""
+    subs = tmp_path / "subs"
+    for name in ("carol@uni.edu", "dan+tutor@uni.edu"):
+        (subs / name).mkdir(parents=True)
+        (subs / name / "01_metrics.ipynb").write_text(NB)
+    with zipfile.ZipFile(subs / "erin@uni.edu.zip", "w") as zf:
+        zf.writestr("01_metrics.ipynb", NB)
+    found = {s.student_id: s for s in collect(subs, "01_metrics", tmp_path / "unpacked")}
+    assert sorted(found) == ["carol@uni.edu", "dan+tutor@uni.edu", "erin@uni.edu"]
+    assert all(s.notebook is not None and s.reason == "" for s in found.values())
+
+
 def test_two_invalid_ids_keep_two_rows(tmp_path):
     subs = tmp_path / "subs"
     for name in ("bad name!", "bad name?", "bad_name_"):

@@ -7,8 +7,9 @@ Accepted layouts, one entry per student in SUBMISSIONS/::
     carol.zip                                           a zip holding either layout
     dave.ipynb                                          a loose notebook
 
-The student id is the folder, zip or notebook name; it must be letters, digits, ``.``, ``_``
-or ``-``, starting with a letter or digit. Nothing here raises on a bad submission: it becomes a
+The student id is the folder, zip or notebook name; it must be letters, digits, ``.``, ``_``,
+``-``, ``@`` or ``+``, starting with a letter or digit (JupyterHub's usernames such as
+``carol@uni.edu`` are ids). Nothing here raises on a bad submission: it becomes a
 Submission with ``reason`` set (no notebook, several notebooks, a broken zip, a notebook too
 large, an invalid id, anything else that fails while reading that one entry), so one bad entry
 never stops the batch. An invalid name gets an id that no valid name can have (it starts with
@@ -28,7 +29,9 @@ from pathlib import Path
 
 __all__ = ["Submission", "collect", "notebook_in_folder", "STUDENT_ID", "MAX_NOTEBOOK_BYTES"]
 
-STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# nbgrader's and JupyterHub's usernames, such as carol@uni.edu or dan+tutor@uni.edu; nothing a
+# path, a CSV cell or a page could read as syntax (no space, slash, quote or leading sign)
+STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 MAX_NOTEBOOK_BYTES = 20 * 2**20  # a chapter without outputs is ~100 kB; with outputs, a few MB
 MAX_ZIP_MEMBERS = 2000
 MAX_DEPTH = 4  # folders below an entry that are searched for the notebook
