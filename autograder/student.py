@@ -95,7 +95,7 @@ def _grade_notebook(sub: Submission, ctx: Context, row: GradeRow) -> None:
         assignment=ctx.exercise.assignment, timeout=ctx.timeout, isolate=ctx.isolate,
         keep_work=ctx.keep_work)
     _fill_row(row, trusted, nbgrader_scores, problem)
-    row.reason = "; ".join(filter(None, [note, row.reason]))
+    row.reason = "; ".join(filter(None, [sub.note, note, row.reason]))
     if not problem:
         page = Path(ctx.exercise.notebook_name).with_suffix(".html").name
         where = Path(row.student_id) / row.assignment

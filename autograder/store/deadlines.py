@@ -164,15 +164,14 @@ def _from_folder(folder: Path) -> datetime | None:
 
 def _entry(submissions: Path, student: str) -> tuple[str, Path] | None:
     """The kind of ``student``'s entry ("folder", "zip" or "notebook") and its path."""
-    base = Path(submissions)
-    folder, archive, loose = base / student, base / f"{student}.zip", base / f"{student}.ipynb"
-    if folder.is_dir() and not folder.is_symlink():
-        return "folder", folder
-    if archive.is_file() and not archive.is_symlink():
-        return "zip", archive
-    if loose.is_file() and not loose.is_symlink():
-        return "notebook", loose
-    return None
+    from autograder.store.lms import entry_of
+
+    entry = entry_of(submissions, student)
+    if entry is None or entry.path.is_symlink():
+        return None
+    if entry.path.is_dir():
+        return "folder", entry.path
+    return ("zip" if entry.path.suffix.lower() == ".zip" else "notebook"), entry.path
 
 
 def submission_time(submissions: Path, student: str) -> datetime | None:

@@ -27,6 +27,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from autograder.store.lms import entries
+
 __all__ = ["Submission", "collect", "notebook_in_folder", "STUDENT_ID", "MAX_NOTEBOOK_BYTES"]
 
 # nbgrader's and JupyterHub's usernames, such as carol@uni.edu or dan+tutor@uni.edu; nothing a
@@ -36,7 +38,7 @@ MAX_NOTEBOOK_BYTES = 20 * 2**20  # a chapter without outputs is ~100 kB; with ou
 MAX_ZIP_MEMBERS = 2000
 MAX_DEPTH = 4  # folders below an entry that are searched for the notebook
 MAX_FOLDER_ENTRIES = 10_000  # files and folders looked at in one student's folder
-_SKIP = {"__MACOSX", ".ipynb_checkpoints", "__pycache__"}
+_SKIP = {"__MACOSX", ".ipynb_checkpoints", "__pycache__"}  # inside an entry
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Submission:
     notebook: Path | None = None
     reason: str = ""
     digest: str = ""  # sha256 of the notebook's bytes, taken when it was collected
+    note: str = ""  # what the channel says of it (Canvas's late mark, the file kept of several)
 
     @property
     def sha256(self) -> str:
@@ -169,24 +172,18 @@ def collect(submissions: Path, assignment: str, unpack_dir: Path) -> list[Submis
         raise FileNotFoundError(f"no submissions folder {submissions}")
     expected = f"{assignment}.ipynb"
     found: dict[str, Submission] = {}
-    for entry in sorted(submissions.iterdir()):
-        if entry.name.startswith(".") or entry.name in _SKIP:
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            name = entry.name
-        elif entry.is_file() and entry.suffix.lower() in (".zip", ".ipynb"):
-            name = entry.stem
-        else:
-            continue  # a stray file (a README, an LMS index): not a student's entry
+    for name, entry in entries(submissions):
         if not STUDENT_ID.fullmatch(name):
             sid = _safe_id(name)
             found[sid] = Submission(sid, None, f"invalid student id {name[:80]!r}")
             continue
-        if name in found:
+        if entry is None or name in found:
             found[name] = Submission(name, None, "several entries for this student "
                                                  "(a folder and a zip?)")
             continue
-        found[name] = _read_entry(entry, name, expected, Path(unpack_dir))
+        sub = _read_entry(entry.path, name, expected, Path(unpack_dir))
+        sub.note = entry.note
+        found[name] = sub
     return [found[k] for k in sorted(found)]
 
 

@@ -1,0 +1,105 @@
+"""Who handed in what, in a folder of submissions as an LMS downloads it or a TA makes it.
+
+Three namings are recognised, entry by entry in the folder (one folder may mix them):
+
+- **Canvas** ("Download Submissions"): loose files
+  ``<name>_[late_]<user id>_<submission id>_<original name>[-N].<ext>``, e.g.
+  ``smithbob_late_340934_208490284_01_metrics-1.ipynb``. The student is Canvas's user id;
+  ``late`` is Canvas's own record that the submission came after the due date, and ``-N`` marks
+  a resubmitted file of the same name (the highest N is the latest). Several files of one user
+  become one entry: the latest notebook (or zip) is graded, and the row says which.
+  (The naming as Canvas writes it, shown e.g. in
+  https://github.com/mikewesthad/canvas-unzipper's README.)
+- **Moodle** ("Download all submissions"): folders
+  ``<Full Name>_<participant id>_assignsubmission_file_/``; the student is the participant id
+  (Moodle's grading worksheet names it "Participant <id>"). The folder name is made by
+  ``assign::download_submissions`` in Moodle's mod/assign/locallib.php (full name, participant
+  id, then the submission plugin's ``assignsubmission_file``), with "Download submissions in
+  folders" on.
+- **Plain** (a TA's folder, ``nbgrader collect``'s ``submitted/``): the entry's name is the
+  student id: ``<student>/``, ``<student>.zip``, ``<student>.ipynb``.
+
+Names are data from the student and the LMS: they are matched against strict patterns and
+only the ids they yield are used; nothing in a name is a path.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Entry", "entries", "CANVAS_FILE", "MOODLE_FOLDER"]
+
+CANVAS_FILE = re.compile(r"(?P<name>[A-Za-z0-9]+)_(?P<late>late_)?(?P<user>\d{1,20})_"
+                         r"(?P<submission>\d{1,20})_(?P<original>.+?)(?:-(?P<copy>\d{1,4}))?"
+                         r"\.(?P<ext>ipynb|zip)", re.I)
+MOODLE_FOLDER = re.compile(r"(?P<name>.+)_(?P<participant>\d{1,20})_assignsubmission_file_?")
+_SKIP = {"__MACOSX", ".ipynb_checkpoints", "__pycache__"}
+
+
+@dataclass
+class Entry:
+    """One student's entry: the id its name gives, the file or folder, what to say of it."""
+
+    name: str  # the student id the naming gives (validated by the caller)
+    path: Path
+    note: str = ""
+    channel: str = "plain"  # "canvas", "moodle" or "plain"
+
+
+def _canvas_entries(files: list[tuple[Path, re.Match]]) -> dict[str, Entry]:
+    """One entry per Canvas user: the latest resubmission of their notebook (or zip)."""
+    by_user: dict[str, list[tuple[Path, re.Match]]] = {}
+    for path, match in files:
+        by_user.setdefault(match["user"], []).append((path, match))
+    chosen = {}
+    for user, candidates in by_user.items():
+        notebooks = [c for c in candidates if c[1]["ext"].lower() == "ipynb"] or candidates
+
+        def order(candidate):
+            _, m = candidate
+            return int(m["copy"] or 0), int(m["submission"]), m.string
+
+        path, match = max(notebooks, key=order)
+        notes = []
+        if match["late"]:
+            notes.append("Canvas marks it late")
+        if len(notebooks) > 1:
+            notes.append(f"the latest of {len(notebooks)} files graded: {match['original']}"
+                         f"{'-' + match['copy'] if match['copy'] else ''}")
+        chosen[user] = Entry(user, path, "; ".join(notes), "canvas")
+    return chosen
+
+
+def entries(submissions: Path) -> list[tuple[str, Entry | None]]:
+    """Every entry of the folder as (its raw name, the Entry), sorted by the id it gives; an
+    Entry of None is a duplicate of an earlier name (the caller says so in that row)."""
+    canvas, found = [], []
+    for path in sorted(Path(submissions).iterdir()):
+        if path.name.startswith(".") or path.name in _SKIP:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            moodle = MOODLE_FOLDER.fullmatch(path.name)
+            if moodle:
+                found.append(Entry(moodle["participant"], path, "", "moodle"))
+            else:
+                found.append(Entry(path.name, path))
+        elif path.is_file() and path.suffix.lower() in (".zip", ".ipynb"):
+            match = CANVAS_FILE.fullmatch(path.name)
+            if match:
+                canvas.append((path, match))
+            else:
+                found.append(Entry(path.stem, path))
+    found += _canvas_entries(canvas).values()
+    out, seen = [], set()
+    for entry in sorted(found, key=lambda e: (e.name, str(e.path))):
+        out.append((entry.name, None if entry.name in seen else entry))
+        seen.add(entry.name)
+    return out
+
+
+def entry_of(submissions: Path, student: str) -> Entry | None:
+    """``student``'s entry in the folder (None if none, or several)."""
+    mine = [e for name, e in entries(submissions) if name == student]
+    return mine[0] if len(mine) == 1 and mine[0] is not None else None

@@ -1,0 +1,82 @@
+"""Submissions as Canvas and Moodle download them (issue 30): the student each file or folder
+belongs to, the latest resubmission, Canvas's late mark, and the time from the download."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from datetime import datetime, timezone
+
+from autograder.store.deadlines import submission_time, time_source
+from autograder.store.lms import CANVAS_FILE, entries
+from autograder.store.submissions import collect
+
+NB = '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
+ASSIGNMENT = "01_metrics"
+
+
+def _canvas_and_moodle(folder):
+    """A folder mixing Canvas's loose files, Moodle's folders and a plain entry."""
+    folder.mkdir()
+    files = {
+        "smithbob_340934_208490284_01_metrics.ipynb": 1_790_000_000,
+        "jonesann_late_334244_394803489_01_metrics.ipynb": 1_790_000_100,
+        "jonesann_late_334244_394803489_01_metrics-1.ipynb": 1_790_000_200,
+        "jonesann_late_334244_394803489_notes.txt": 1_790_000_050,  # not a notebook: ignored
+    }
+    for name, when in files.items():
+        (folder / name).write_text(NB if name.endswith(".ipynb") else "notes")
+        os.utime(folder / name, (when, when))
+    with zipfile.ZipFile(folder / "kimlee_777_888_work.zip", "w") as zf:
+        zf.writestr("work/01_metrics.ipynb", NB)
+        zf.writestr("timestamp.txt", "2020-01-01 00:00:00 UTC")  # the student's: ignored
+    os.utime(folder / "kimlee_777_888_work.zip", (1_790_000_300, 1_790_000_300))
+    moodle = folder / "Ann Lee_123456_assignsubmission_file_"
+    moodle.mkdir()
+    (moodle / "01_metrics.ipynb").write_text(NB)
+    os.utime(moodle / "01_metrics.ipynb", (1_790_000_400, 1_790_000_400))
+    (folder / "alice").mkdir()
+    (folder / "alice" / "01_metrics.ipynb").write_text(NB)
+
+
+def test_each_lms_naming_gives_its_student(tmp_path):
+    subs = tmp_path / "subs"
+    _canvas_and_moodle(subs)
+    found = {s.student_id: s for s in collect(subs, ASSIGNMENT, tmp_path / "unpacked")}
+    assert sorted(found) == ["123456", "334244", "340934", "777", "alice"]
+    assert all(s.notebook is not None and s.reason == "" for s in found.values())
+    # the latest resubmission (-1) of Canvas user 334244, marked late by Canvas
+    assert found["334244"].notebook.name == "jonesann_late_334244_394803489_01_metrics-1.ipynb"
+    assert "Canvas marks it late" in found["334244"].note
+    assert "the latest of 2 files" in found["334244"].note
+    assert found["340934"].note == ""
+    assert found["777"].notebook == tmp_path / "unpacked" / "777" / f"{ASSIGNMENT}.ipynb"
+    assert found["123456"].notebook.parent.name.endswith("_assignsubmission_file_")
+
+
+def test_the_time_of_an_lms_entry_is_the_downloads(tmp_path):
+    subs = tmp_path / "subs"
+    _canvas_and_moodle(subs)
+
+    def at(seconds):
+        return datetime.fromtimestamp(seconds, timezone.utc)
+
+    assert submission_time(subs, "340934") == at(1_790_000_000)
+    assert submission_time(subs, "334244") == at(1_790_000_200)  # the file graded
+    assert submission_time(subs, "777") == at(1_790_000_300)  # not the timestamp.txt inside
+    assert time_source(subs, "777") == "the zip's file time"
+    assert submission_time(subs, "123456") == at(1_790_000_400)
+    assert submission_time(subs, "nobody") is None
+
+
+def test_a_plain_name_is_not_taken_for_canvas_and_duplicates_stay_apart(tmp_path):
+    assert CANVAS_FILE.fullmatch("smithbob_340934_208490284_01_metrics.ipynb")
+    for plain in ("alice.ipynb", "01_metrics.ipynb", "bob_01_metrics.zip", "a_1_x.ipynb"):
+        assert not CANVAS_FILE.fullmatch(plain), plain
+    subs = tmp_path / "subs"
+    (subs / "dave").mkdir(parents=True)
+    (subs / "dave.ipynb").write_text(NB)
+    assert [(name, entry is None) for name, entry in entries(subs)] == [("dave", False),
+                                                                       ("dave", True)]
+    (row,) = collect(subs, ASSIGNMENT, tmp_path / "unpacked")
+    assert row.notebook is None and "several entries" in row.reason
