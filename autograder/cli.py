@@ -321,19 +321,61 @@ def _add_export(sub) -> None:
     exp.set_defaults(func=cmd_export)
 
 
+def cmd_feedback(args) -> int:
+    from autograder.final_feedback import FeedbackError, final_feedback
+    from autograder.isolation.sandbox import isolation_available
+    from course.notebooks import find_root
+
+    root = find_root(args.root)
+    isolate = not args.no_isolation
+    if isolate:
+        ok, why = isolation_available()
+        if not ok:
+            print(f"error: the grading sandbox does not work here: {why} (`bash "
+                  "scripts/setup-system.sh` installs it; --no-isolation renders without it)",
+                  file=sys.stderr)
+            return 2
+    try:
+        made, failed = final_feedback(root, args.assignment, db_url=args.db, isolate=isolate)
+    except (FeedbackError, KeyError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(made)} page(s) made in feedback/<student>/{args.assignment}/ of the course "
+          f"folder; next: nbgrader release_feedback {args.assignment}")
+    return 1 if failed else 0
+
+
+def _add_feedback(sub) -> None:
+    fbk = sub.add_parser("feedback", help="render every student's feedback page again from the "
+                         "gradebook (after grading by hand)", description="Render each graded "
+                         "student's page again from the gradebook's final state (manual scores, "
+                         "comments, late penalty), sanitised, into feedback/<student>/"
+                         "<assignment>/ of the course folder, with what `nbgrader "
+                         "release_feedback` needs beside it.")
+    fbk.add_argument("assignment", help="a graded chapter folder, e.g. 01_metrics")
+    fbk.add_argument("--db", default=None, metavar="URL",
+                     help="the gradebook (default: nbgrader's db_url, gradebook.db of the course "
+                     "directory)")
+    fbk.add_argument("--no-isolation", action="store_true",
+                     help="render without the sandbox (only where it cannot work)")
+    fbk.add_argument("--root", type=Path, default=None, help="course repository root")
+    fbk.set_defaults(func=cmd_feedback)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="course", description="The deep-learning tuning course: run, score, release, grade.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_student_commands(sub)
     add_certs_command(sub)
-    for add in (_add_all, _add_release, _add_grade, _add_export):
+    for add in (_add_all, _add_release, _add_grade, _add_export, _add_feedback):
         add(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser(), argv, PRIVATE_COMMANDS | {"grade", "export", "all"})
+    return run_command(build_parser(), argv,
+                       PRIVATE_COMMANDS | {"grade", "export", "all", "feedback"})
 
 
 if __name__ == "__main__":

@@ -370,6 +370,35 @@ def test_a_timestamp_inside_a_zip_changes_no_penalty(graded_class, tmp_path):
     assert "the zip's file time" in comments["solution"]
 
 
+@pytest.mark.sandbox
+def test_feedback_again_shows_the_manual_score_the_comment_and_the_penalty(late_class,
+                                                                          tmp_path):
+    """`course feedback` after grading by hand (issue 30): the page shows the final state, and
+    beside it what `nbgrader release_feedback` needs."""
+    db, _, root = late_class
+    with open_gradebook(db, COURSE_ID) as gb:
+        gb.find_grade("explain_f_score", ASSIGNMENT, ASSIGNMENT, "solution").manual_score = 1.5
+        gb.find_comment("explain_f_score", ASSIGNMENT, ASSIGNMENT, "solution").manual_comment = (
+            "Right idea <script>x</script>; say why the harmonic mean.")
+        gb.db.commit()
+    isolate, _ = isolation_available()
+    result = subprocess.run([sys.executable, "-m", "autograder.cli", "feedback", ASSIGNMENT,
+                             "--db", db, "--root", str(root)]
+                            + ([] if isolate else ["--no-isolation"]),
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    folder = tmp_path / "feedback" / "solution" / ASSIGNMENT
+    text = (folder / f"{ASSIGNMENT}.html").read_text(encoding="utf-8")
+    # 6 tested + 1.5 by hand - 1.6 late (36 h: 2 started days x 10% of 8)
+    assert "Final score: 5.9 / 8" in text
+    assert "Right idea" in text and "say why the harmonic mean" in text
+    assert "<script" not in text.lower() and "BEGIN HIDDEN TESTS" not in text
+    assert (folder / "timestamp.txt").read_text().startswith(
+        (DEADLINE + timedelta(hours=36)).strftime("%Y-%m-%d %H:%M:%S"))
+    assert sorted(p.name for p in (tmp_path / "feedback").iterdir()) == sorted(
+        ["solution", "untouched", "f-arithmetic-mean"])
+
+
 def _export(db: str, out: Path, root: Path) -> str:
     result = subprocess.run([sys.executable, "-m", "autograder.cli", "export", "--db", db, "--out",
                              str(out), "--root", str(root)], capture_output=True, text=True,

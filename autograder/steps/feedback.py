@@ -27,15 +27,19 @@ __all__ = ["add_banner", "publish_feedback", "MAX_FEEDBACK_BYTES"]
 
 
 
-def add_banner(page: Path, score: float, max_score: float, cells: dict) -> None:
-    """Put the recorded score and each test cell's result at the top of a feedback page."""
+_HOW = "checked by running your solution cell on the grader's own inputs"
+
+
+def add_banner(page: Path, score: float, max_score: float, cells: dict, *,
+               title: str = "Recorded score", detail: str = _HOW) -> None:
+    """Put the score and each graded cell's result at the top of a feedback page."""
     items = "".join(
         f"<li>{html.escape(gid)}: {c['points']:g} / {c['max_points']:g}"
         f"{'' if c['passed'] else ' — ' + html.escape(c['message'][:300])}</li>"
         for gid, c in cells.items())
     banner = (f'<div style="border:2px solid #444;padding:0.5em 1em;margin:1em">'
-              f"<b>Recorded score: {score:g} / {max_score:g}</b> (checked by running "
-              f"your solution cell on the grader's own inputs)<ul>{items}</ul></div>")
+              f"<b>{html.escape(title)}: {score:g} / {max_score:g}</b> "
+              f"({html.escape(detail)})<ul>{items}</ul></div>")
     text = page.read_text(encoding="utf-8")
     start = text.find("<body")
     end = text.find(">", start) + 1 if start >= 0 else 0
@@ -58,7 +62,8 @@ def _read_page(path: Path) -> str | None:
 
 
 def publish_feedback(source: Path, dest: Path, row, page: str, *, isolate: bool = True,
-                     timeout: float = FEEDBACK_SECONDS) -> bool:
+                     timeout: float = FEEDBACK_SECONDS, title: str = "Recorded score",
+                     detail: str = _HOW) -> bool:
     """Publish the one expected page ``source/page`` to ``dest`` (replaced), sanitised, with
     ``row``'s recorded score on top: nbgrader's numbers below are its own.
 
@@ -88,5 +93,5 @@ def publish_feedback(source: Path, dest: Path, row, page: str, *, isolate: bool 
         return False
     dest.mkdir(parents=True)
     (dest / page).write_text(clean, encoding="utf-8")
-    add_banner(dest / page, row.score, row.max_score, row.cells)
+    add_banner(dest / page, row.score, row.max_score, row.cells, title=title, detail=detail)
     return True

@@ -295,6 +295,30 @@ def _sanitised_copy(src: Path, dest: Path) -> None:
     nbformat.write(nb, dest)
 
 
+_SECRET = "submission_secret.txt"
+
+
+def _exchange_files(dest: Path, when, submissions: Path, student: str) -> None:
+    """Beside formgrader's copy, what nbgrader's feedback and ``release_feedback`` need: the
+    submission's time as recorded (``timestamp.txt``) and, from nbgrader's exchange, the
+    submission's secret (the student finds their page by it; 128 hex digits, nothing else)."""
+    import re
+
+    from autograder.store.lms import entry_of
+
+    if when is not None:
+        (dest / "timestamp.txt").write_text(f"{_naive_utc(when):%Y-%m-%d %H:%M:%S.%f} UTC")
+    entry = entry_of(submissions, student)
+    secrets = [] if entry is None or not entry.path.is_dir() else [
+        p for p in entry.path.rglob(_SECRET)
+        if len(p.relative_to(entry.path).parts) <= 3 and p.is_file() and not p.is_symlink()]
+    (dest / _SECRET).unlink(missing_ok=True)
+    if len(secrets) == 1 and secrets[0].stat().st_size <= 256:
+        secret = secrets[0].read_text(encoding="ascii", errors="replace").strip()
+        if re.fullmatch(r"[0-9a-f]{16,128}", secret):
+            (dest / _SECRET).write_text(secret)
+
+
 def _verified(path: Path, sha256: str) -> Path | None:
     if not path.is_file():
         return None
@@ -362,9 +386,9 @@ class Recorder:
         graded = out_dir / "work" / student / "nbgrader" / "autograded" / student / assignment
         source = graded / exercise.notebook_name
         if source.is_file() or own is not None:
-            _sanitised_copy(source if source.is_file() else own,
-                            self.course_dir / "autograded" / student / assignment
-                            / exercise.notebook_name)
+            dest = self.course_dir / "autograded" / student / assignment
+            _sanitised_copy(source if source.is_file() else own, dest / exercise.notebook_name)
+            _exchange_files(dest, when, submissions, student)
         return notes
 
     def _record_grades(self, gb, snb, row, own: Path | None, changed: bool) -> list[str]:

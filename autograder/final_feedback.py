@@ -1,0 +1,148 @@
+"""``course feedback``: every student's page again, from the gradebook's final state.
+
+``course grade`` publishes a page at grading time; a person may then grade the written answers
+in formgrader, comment, flag, or grant an extension. ``final_feedback`` renders each graded
+student's page again with nbgrader's own feedback step, from the gradebook as it is now (manual
+scores, comments, late penalty), from the notebook formgrader shows (hidden tests withheld,
+sanitised), in the sandbox; the page is sanitised again and topped with the final score, and
+put where nbgrader's ``release_feedback`` looks (``feedback/<student>/<assignment>/`` of the
+course directory), with the ``timestamp.txt`` and ``submission_secret.txt`` it needs beside it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autograder.exercises import exercise_for
+from autograder.inside.feedback_worker import RESULT
+from autograder.inside.tree import remove
+from autograder.isolation.environment import sandbox_env
+from autograder.isolation.sandbox import run_sandboxed
+from autograder.settings import FEEDBACK_MEMORY_MB, FEEDBACK_SECONDS
+from autograder.steps.feedback import publish_feedback
+from autograder.store.gradebook import course_dir, nbgrader_settings, open_gradebook
+from autograder.store.submissions import STUDENT_ID
+
+__all__ = ["FeedbackError", "Final", "final_feedback"]
+
+_BESIDE = ("timestamp.txt", "submission_secret.txt")
+
+
+class FeedbackError(RuntimeError):
+    """The pages cannot be made (a gradebook this command cannot read): says what to do."""
+
+
+@dataclass
+class Final:
+    """One student's final state in the gradebook: what the page's banner shows."""
+
+    student_id: str
+    score: float
+    max_score: float
+    late_penalty: float
+    cells: dict = field(default_factory=dict)
+
+
+def _finals(db_url: str, course_id: str, assignment: str, notebook: str) -> list[Final]:
+    finals = []
+    with open_gradebook(db_url, course_id) as gb:
+        for sub in gb.assignment_submissions(assignment):
+            nb = next((n for n in sub.notebooks if n.name == notebook), None)
+            if nb is None:
+                continue
+            penalty = nb.late_submission_penalty or 0.0
+            cells = {g.name: {"points": g.score, "max_points": g.max_score,
+                              "passed": g.score >= g.max_score,
+                              "message": "to be graded by hand" if g.needs_manual_grade else ""}
+                     for g in sorted(nb.grades, key=lambda g: g.name)}
+            finals.append(Final(sub.student.id, nb.score - penalty, nb.max_score, penalty,
+                                cells))
+    return finals
+
+
+def _scratch_course(scratch: Path, root: Path, db_file: Path, graded: Path, student: str,
+                    assignment: str) -> None:
+    """The course folder the sandbox sees: configuration, a consistent copy of the gradebook,
+    the student's graded notebook and nothing else."""
+    scratch.mkdir(parents=True)
+    shutil.copyfile(Path(root) / "autograder" / "nbgrader_config.py",
+                    scratch / "nbgrader_config.py")
+    with sqlite3.connect(db_file) as src, sqlite3.connect(scratch / "gradebook.db") as dst:
+        src.backup(dst)  # a gradebook formgrader may be writing: never a torn copy
+    shutil.copytree(graded, scratch / "autograded" / student / assignment)
+
+
+def final_feedback(root: Path, assignment: str, *, db_url: str | None = None,
+                   isolate: bool = True, say=print) -> tuple[list[str], list[str]]:
+    """(students whose page was made, students whose page could not be) for ``assignment``."""
+    from sqlalchemy.engine import make_url
+
+    exercise = exercise_for(assignment, root)
+    default_url, course_id = nbgrader_settings(root)
+    db_url = db_url or default_url
+    url = make_url(db_url)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        raise FeedbackError(f"`course feedback` reads a SQLite gradebook (gradebook.db); "
+                            f"{url.get_backend_name()} is not supported yet: render the pages "
+                            "with nbgrader generate_feedback on the server's course folder")
+    cdir = course_dir(db_url, root)
+    page = Path(exercise.notebook_name).with_suffix(".html").name
+    made, failed = [], []
+    for final in _finals(db_url, course_id, assignment, Path(exercise.notebook_name).stem):
+        student = final.student_id
+        graded = cdir / "autograded" / student / assignment
+        if not STUDENT_ID.fullmatch(student) or not (graded / exercise.notebook_name).is_file():
+            failed.append(student)
+            say(f"{student}: no graded notebook in {graded}: run `course grade` first")
+            continue
+        if _render(root, Path(url.database), graded, student, assignment, page, final, cdir,
+                   isolate):
+            made.append(student)
+            say(f"{student}: {final.score:g} / {final.max_score:g}"
+                + (f" (late penalty {final.late_penalty:g})" if final.late_penalty else ""))
+        else:
+            failed.append(student)
+            say(f"{student}: nbgrader could not render the page (see its notebook in "
+                f"formgrader)")
+    return made, failed
+
+
+def _render(root: Path, db_file: Path, graded: Path, student: str, assignment: str, page: str,
+            final: Final, cdir: Path, isolate: bool) -> bool:
+    scratch = cdir / ".course-feedback" / student
+    remove(scratch)
+    try:
+        _scratch_course(scratch, root, db_file, graded, student, assignment)
+        result = run_sandboxed(
+            [sys.executable, "-P", "-m", "autograder.inside.feedback_worker", assignment,
+             student], workdir=scratch, timeout=FEEDBACK_SECONDS, isolate=isolate,
+            env=sandbox_env(scratch), memory_mb=FEEDBACK_MEMORY_MB,
+            readable=[p for p in ("/etc/fonts",) if Path(p).is_dir()],
+            keep=[RESULT, f"feedback/{student}/{assignment}/{page}"])
+        ok = result.ok and '"ok": true' in _small(scratch / RESULT)
+        dest = cdir / "feedback" / student / assignment
+        if not ok or not publish_feedback(scratch / "feedback" / student / assignment, dest,
+                                          final, page, isolate=isolate,
+                                          title="Final score",
+                                          detail="after grading by hand and any late penalty"):
+            return False
+        for name in _BESIDE:
+            if (graded / name).is_file():
+                shutil.copyfile(graded / name, dest / name)
+        return True
+    finally:
+        remove(scratch)
+        if scratch.parent.is_dir() and not any(scratch.parent.iterdir()):
+            scratch.parent.rmdir()
+
+
+def _small(path: Path) -> str:
+    try:
+        with path.open("rb") as f:
+            return f.read(1000).decode("utf-8", "replace")
+    except OSError:
+        return ""
