@@ -127,17 +127,26 @@ def _render(root: Path, db_file: Path, graded: Path, student: str, assignment: s
         dest = cdir / "feedback" / student / assignment
         if not ok or not publish_feedback(scratch / "feedback" / student / assignment, dest,
                                           final, page, isolate=isolate,
-                                          title="Final score",
-                                          detail="after grading by hand and any late penalty"):
+                                          title="Final score", detail=_detail(final)):
             return False
         for name in _BESIDE:
             if (graded / name).is_file():
                 shutil.copyfile(graded / name, dest / name)
+        # nbgrader's release_feedback copies the page with its mode into the exchange, where
+        # the student reads it under a name only their secret gives: readable there, and kept
+        # here in folders only the instructor may open (umask 077)
+        (dest / page).chmod(0o644)
         return True
     finally:
         remove(scratch)
         if scratch.parent.is_dir() and not any(scratch.parent.iterdir()):
             scratch.parent.rmdir()
+
+
+def _detail(final: Final) -> str:
+    late = (f"late penalty {final.late_penalty:g} point(s) taken off" if final.late_penalty
+            else "no late penalty")
+    return f"written answers as graded by hand; {late}"
 
 
 def _small(path: Path) -> str:

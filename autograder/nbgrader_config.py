@@ -23,6 +23,12 @@ _here = os.path.dirname(os.path.abspath(__file__))
 c.CourseDirectory.root = (os.path.dirname(_here) if os.path.basename(_here) == "autograder"
                           else _here)
 
+# nbgrader's exchange on a JupyterHub, where release_assignment, the students' fetch and submit,
+# collect and release_feedback meet (made once: `mkdir -p DIR && chmod 777 DIR`). Every account
+# must use the same folder: give the students' side this setting too (the hub's
+# /etc/jupyter/nbgrader_config.py). COURSE_EXCHANGE overrides it.
+c.Exchange.root = os.environ.get("COURSE_EXCHANGE", "/srv/nbgrader/exchange")
+
 # Graded chapters are executed in their grading configuration (NBGRADER_EXECUTION is set, the
 # notebooks shrink their experiments), so most cells finish in seconds; the heaviest test cell
 # (chapter 4's trajectories against torch.optim.SGD) needs ~20 s of CPU, and `course grade`

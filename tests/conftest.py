@@ -65,6 +65,7 @@ SHARED_WORK = {
 # is the start of a test id; the tests no entry names keep their order, slow ones before quick.
 LONGEST_FIRST = [
     "tests/test_budget.py::test_a_looping_submission",  # minutes, mostly waiting on its limits
+    "tests/test_exchange.py",  # ~2.5 min: two unix users through nbgrader's exchange
     "tests/test_notebooks.py::test_notebook_claims_hold_at_full_size",
     "tests/test_notebooks.py::test_a_broken_experiment_fails_its_claim",
     "tests/browser/test_student_path.py::test_run_all_in_jupyterlab",

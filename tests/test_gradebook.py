@@ -390,7 +390,7 @@ def test_feedback_again_shows_the_manual_score_the_comment_and_the_penalty(late_
     folder = tmp_path / "feedback" / "solution" / ASSIGNMENT
     text = (folder / f"{ASSIGNMENT}.html").read_text(encoding="utf-8")
     # 6 tested + 1.5 by hand - 1.6 late (36 h: 2 started days x 10% of 8)
-    assert "Final score: 5.9 / 8" in text
+    assert "Final score: 5.9 / 8" in text and "late penalty 1.6 point(s) taken off" in text
     assert "Right idea" in text and "say why the harmonic mean" in text
     assert "<script" not in text.lower() and "BEGIN HIDDEN TESTS" not in text
     assert (folder / "timestamp.txt").read_text().startswith(
