@@ -157,7 +157,40 @@ def cmd_export(args) -> int:
           f"to grade in formgrader (counted 0 until then)")
     print(f"Canvas: {out / 'canvas.csv'}; wide: {out / 'grades_wide.csv'}; Gradescope: "
           f"{out / 'gradescope'}/<assignment>/<student>/results.json ({len(jsons)} files)")
+    return _export_to_lms(args, results, sorted({r.assignment for r in results}))
+
+
+def _export_to_lms(args, results, assignments: list[str]) -> int:
+    """The LMS's own exported file, filled (``--canvas-gradebook``, ``--moodle-worksheet``)."""
+    from autograder.store.lms_export import LmsFileError, fill_canvas, fill_moodle
+
+    try:
+        if args.canvas_gradebook:
+            path = args.canvas_gradebook
+            for assignment in assignments:  # each fills its own column of the same file
+                path, missing = fill_canvas(results, assignment, path,
+                                            args.out / "canvas_import.csv")
+                _say_missing("Canvas", assignment, missing)
+            print(f"Canvas import (Grades, Import): {path}")
+        if args.moodle_worksheet:
+            if len(assignments) != 1:
+                print("error: a Moodle grading worksheet is one assignment's: name it, e.g. "
+                      "course export 01_metrics --moodle-worksheet FILE", file=sys.stderr)
+                return 2
+            path, missing = fill_moodle(results, assignments[0], args.moodle_worksheet,
+                                        args.out / "moodle_import.csv")
+            _say_missing("Moodle", assignments[0], missing)
+            print(f"Moodle upload (Upload grading worksheet): {path}")
+    except LmsFileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _say_missing(lms: str, assignment: str, missing: list[str]) -> None:
+    if missing:
+        print(f"{lms}: {len(missing)} graded student(s) of {assignment} not in its file "
+              f"(left out): {', '.join(missing[:10])}")
 
 
 def check_samples(rows, kinds: dict[str, str]) -> list[str]:
@@ -317,6 +350,12 @@ def _add_export(sub) -> None:
     exp.add_argument("--db", default=None, metavar="URL",
                      help="the gradebook (default: nbgrader's db_url, gradebook.db of the course "
                      "directory)")
+    exp.add_argument("--canvas-gradebook", type=Path, default=None, metavar="CSV",
+                     help="Canvas's exported gradebook (Grades, Export): also write "
+                     "OUT/canvas_import.csv, that file with each assignment's column filled")
+    exp.add_argument("--moodle-worksheet", type=Path, default=None, metavar="CSV",
+                     help="one assignment's Moodle grading worksheet: also write "
+                     "OUT/moodle_import.csv, that file with Grade and Feedback comments filled")
     exp.add_argument("--root", type=Path, default=None, help="course repository root")
     exp.set_defaults(func=cmd_export)
 

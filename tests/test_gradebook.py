@@ -429,6 +429,30 @@ def test_canvas_export_has_canvas_columns_and_the_penalised_scores(late_class, t
     assert by_login["untouched"]["Notes"] == ""
 
 
+def test_canvas_gets_its_exported_gradebook_back_filled(late_class, tmp_path):
+    """`course export --canvas-gradebook`: Canvas's own export, the chapter's column (matched
+    by name and id) holding the penalised scores, everything else as Canvas wrote it."""
+    db, out, root = late_class
+    exported = tmp_path / "canvas-export.csv"
+    header = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", f"{ASSIGNMENT} (4501)",
+              "Current Score"]
+    with exported.open("w", newline="", encoding="utf-8-sig") as f:
+        csv.writer(f).writerows([header, ["    Points Possible", "", "", "", "", "8", ""]]
+                                + [[s, str(100 + i), s, "", "A", "", ""]
+                                   for i, s in enumerate(sorted(STUDENTS))])
+    result = subprocess.run([sys.executable, "-m", "autograder.cli", "export", "--db", db,
+                             "--out", str(tmp_path / "export"), "--root", str(root),
+                             "--canvas-gradebook", str(exported)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with (tmp_path / "export" / "canvas.csv").open(newline="") as f:
+        ours = {r["SIS User ID"]: r[ASSIGNMENT] for r in csv.DictReader(f)}
+    with (tmp_path / "export" / "canvas_import.csv").open(newline="") as f:
+        back = list(csv.reader(f))
+    assert back[0] == header and back[1][5] == "8"
+    assert {row[2]: row[5] for row in back[2:]} == {s: f"{float(v):g}" for s, v in ours.items()}
+
+
 def test_wide_export_has_a_column_per_assignment_and_per_test_cell(late_class, tmp_path):
     db, out, root = late_class
     _export(db, tmp_path / "export", root)
