@@ -4,12 +4,23 @@ belongs to, the latest resubmission, Canvas's late mark, and the time from the d
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import zipfile
 from datetime import datetime, timezone
 
+import pytest
+
+from autograder.isolation.sandbox import isolation_available
 from autograder.store.deadlines import submission_time, time_source
 from autograder.store.lms import CANVAS_FILE, entries
+from autograder.store.results import read_results
+from autograder.store.samples import write_samples
 from autograder.store.submissions import collect
+from course.notebooks import find_root
+
+ROOT = find_root()
 
 NB = '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
 ASSIGNMENT = "01_metrics"
@@ -80,3 +91,31 @@ def test_a_plain_name_is_not_taken_for_canvas_and_duplicates_stay_apart(tmp_path
                                                                        ("dave", True)]
     (row,) = collect(subs, ASSIGNMENT, tmp_path / "unpacked")
     assert row.notebook is None and "several entries" in row.reason
+
+
+@pytest.mark.slow
+@pytest.mark.sandbox
+def test_a_canvas_download_is_graded_as_it_comes(tmp_path):
+    """`course grade` on Canvas's unzipped download: ids are Canvas's, the latest resubmission
+    (the correct one) is graded, Canvas's late mark is in the row."""
+    samples = tmp_path / "samples"
+    write_samples(ROOT, ASSIGNMENT, samples)
+    subs = tmp_path / "canvas"
+    subs.mkdir()
+    files = {"jonesann_late_334244_394803489_01_metrics.ipynb": "f-arithmetic-mean",
+             "jonesann_late_334244_394803489_01_metrics-1.ipynb": "solution",
+             "smithbob_340934_208490284_01_metrics.ipynb": "f-arithmetic-mean"}
+    for name, sample in files.items():
+        shutil.copyfile(samples / sample / f"{ASSIGNMENT}.ipynb", subs / name)
+    isolate, _ = isolation_available()
+    result = subprocess.run([sys.executable, "-m", "autograder.cli", "grade", ASSIGNMENT,
+                             str(subs), "--out", str(tmp_path / "out"), "--root", str(ROOT),
+                             "--db", f"sqlite:///{tmp_path}/gradebook.db"]
+                            + ([] if isolate else ["--no-isolation"]),
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {r.student_id: r for r in read_results(tmp_path / "out")}
+    assert sorted(rows) == ["334244", "340934"]
+    assert rows["334244"].score == rows["334244"].max_score > rows["340934"].score
+    assert "Canvas marks it late" in rows["334244"].reason
+    assert "the latest of 2 files graded: 01_metrics-1" in rows["334244"].reason
