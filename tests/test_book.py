@@ -147,3 +147,10 @@ def test_launch_settings_refuse_what_binder_cannot_open(tmp_path):
     settings.write_text("hub: https://hub.a.edu\n")
     assert Launch.from_settings(settings, hub=None).hub == "https://hub.a.edu"
     assert Launch.from_settings(settings, hub="https://b.edu").hub == "https://b.edu"
+
+
+def test_course_book_stops_on_a_repository_binder_cannot_open(capsys):
+    from autograder.cli import main
+
+    assert main(["book", "--repository", "https://gitlab.com/a/b"]) == 1
+    assert "github.com/OWNER/NAME" in capsys.readouterr().err

@@ -7,9 +7,10 @@ Python API, with executions kept by **jupyter-cache**. Compared for this course:
   ``_config.yml``; it is in maintenance (the project moved to v2) and pins older Sphinx and
   MyST-NB releases. Plain Sphinx + MyST-NB gives the same pages, search and math with current
   releases and one configuration dict in Python, without a second configuration language.
-- *Jupyter Book 2* (``mystmd``) is a Node.js program: its pip package needs Node, fetches its
-  site theme from the network on the first build, and renders from a running web server or
-  a template downloaded at build time; it does not build offline from a clean machine.
+- *Jupyter Book 2* (``mystmd``) is a Node.js program: its pip package needs Node (and offers
+  to download it), and its HTML export renders with a site template that it downloads from
+  the network on the first build; it does not build offline on a clean machine, and its
+  execution cache and widget support are younger than MyST-NB's.
 - What this course needs, in Sphinx + MyST-NB: an offline build (everything comes from pip);
   an execution cache (jupyter-cache, which MyST-NB itself uses for ``nb_execution_mode =
   "cache"``); math (MyST ``dollarmath``/``amsmath``, typeset by MathJax 3 served from the site

@@ -228,4 +228,13 @@ def relink(nb, chapter: str, blob: str, pages: dict[str, str]):
 
 
 def dumps(nb) -> str:
+    """The notebook's JSON, valid for its format version: cell ids from nbformat 4.5 on only
+    (the chapters are 4.4 or 4.5; the cells added here get ids)."""
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        if (nb.nbformat, nb.nbformat_minor) < (4, 5):
+            cell.pop("id", None)
+        elif "id" not in cell:
+            cell["id"] = nbformat.v4.new_code_cell().id
+    nbformat.validate(nb)
     return json.dumps(nb, ensure_ascii=False, indent=1, sort_keys=True) + "\n"

@@ -11,6 +11,7 @@ Layout of ``out`` (default build/book/, ignored by git with the rest of build/):
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -229,6 +230,7 @@ def build_book(root: Path, out: Path, *, ci: bool = False, jobs: int = 1,
     from autograder.store.release import assignments
 
     start = time.perf_counter()
+    logging.getLogger("papermill").setLevel(logging.WARNING)  # one INFO line per notebook
     root, out = Path(root).resolve(), Path(out).resolve()
     launch = launch or Launch.from_settings()
     if gpu is None:

@@ -40,12 +40,14 @@ def book_site(shared_dir):
     with FileLock(shared_dir / "book.lock"):
         if not (out / "html" / "index.html").exists():
             CACHE.mkdir(parents=True, exist_ok=True)
-            if (CACHE / "jupyter_cache").exists():  # the executions of an earlier run
-                shutil.copytree(CACHE / "jupyter_cache", out / "jupyter_cache")
+            with FileLock(CACHE / "lock"):  # another test run of this checkout
+                if (CACHE / "jupyter_cache").exists():  # the executions of an earlier run
+                    shutil.copytree(CACHE / "jupyter_cache", out / "jupyter_cache")
             result = build_book(ROOT, out, ci=True, jobs=1, gpu=False)
             assert not result.warnings, result.warnings
-            shutil.rmtree(CACHE / "jupyter_cache", ignore_errors=True)
-            shutil.copytree(out / "jupyter_cache", CACHE / "jupyter_cache")
+            with FileLock(CACHE / "lock"):
+                shutil.rmtree(CACHE / "jupyter_cache", ignore_errors=True)
+                shutil.copytree(out / "jupyter_cache", CACHE / "jupyter_cache")
     return out
 
 
@@ -135,6 +137,8 @@ def test_a_chapter_page_in_chromium(book_site, served, page, chapter):
         assert secret and facts["stubs"]  # something to look for, and stubs to explain
     leaked = [s for s in secret if s in facts["text"] or s in _outputs_text(book_site, chapter)]
     assert not leaked, leaked[:5]
+    if any("Claims(" in c.source for c in source.cells):  # the claim checks, shown
+        assert re.search(r"^[✓✗] ", facts["text"], re.MULTILINE)
     if facts["math"]:
         assert facts["mathjax"] >= facts["math"]  # MathJax, from the site, typeset every formula
     _check_launch_links(book_site, chapter, facts["links"])
