@@ -154,3 +154,16 @@ def test_course_book_stops_on_a_repository_binder_cannot_open(capsys):
 
     assert main(["book", "--repository", "https://gitlab.com/a/b"]) == 1
     assert "github.com/OWNER/NAME" in capsys.readouterr().err
+
+
+def test_chapter_7_runs_at_its_cpu_size_without_a_gpu_and_says_so():
+    from autograder.book.site import CPU_SIZE, FULL, chapter_runs
+    from course.notebooks import ci_parameters, find_root
+
+    root = find_root()
+    chapters = ["05_regularization", "07_cifar10_project"]
+    small = ci_parameters(root)["source/07_cifar10_project/07_cifar10_project.ipynb"]
+    on_cpu, on_gpu = (chapter_runs(root, chapters, ci=False, gpu=g) for g in (False, True))
+    assert [(r.parameters, r.label) for r in on_cpu] == [({}, FULL), (small, CPU_SIZE)]
+    assert [(r.parameters, r.label) for r in on_gpu] == [({}, FULL), ({}, FULL)]
+    assert all(r.size == "CI parameters" for r in chapter_runs(root, chapters, ci=True, gpu=True))
