@@ -233,6 +233,7 @@ def cmd_all(args) -> int:
 def cmd_book(args) -> int:
     from autograder.book import Launch, build_book
     from autograder.book.pages import StaleRelease
+    from autograder.book.site import ChapterFailed
     from course.notebooks import find_root
 
     root = find_root(args.root)
@@ -247,7 +248,7 @@ def cmd_book(args) -> int:
         print(f"error: {err}: `course book` needs the book extra (Python 3.11+): "
               "pip install -e '.[book]'", file=sys.stderr)
         return 2
-    except (StaleRelease, ValueError, KeyError) as err:
+    except (StaleRelease, ChapterFailed, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print_table([(c.chapter, c.status, f"{c.seconds:.1f}", c.size) for c in result.chapters],

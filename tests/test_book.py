@@ -167,3 +167,19 @@ def test_chapter_7_runs_at_its_cpu_size_without_a_gpu_and_says_so():
     assert [(r.parameters, r.label) for r in on_cpu] == [({}, FULL), (small, CPU_SIZE)]
     assert [(r.parameters, r.label) for r in on_gpu] == [({}, FULL), ({}, FULL)]
     assert all(r.size == "CI parameters" for r in chapter_runs(root, chapters, ci=True, gpu=True))
+
+
+@pytest.mark.slow  # starts a kernel
+def test_a_chapter_that_fails_stops_the_book_naming_it(tmp_path):
+    from autograder.book.pages import ChapterRun
+    from autograder.book.site import ChapterFailed, execute_chapters
+
+    nb = nbformat.v4.new_notebook(cells=[new_code("raise ValueError('a claim that fails')")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    for folder in ("source", "release"):
+        (tmp_path / folder / "08_extra").mkdir(parents=True)
+        nbformat.write(nb, tmp_path / folder / "08_extra" / "08_extra.ipynb")
+    run = ChapterRun("08_extra", {}, "full size", "at full size")
+    with pytest.raises(ChapterFailed, match="08_extra failed: a claim that fails"):
+        execute_chapters(tmp_path, [run], {}, tmp_path / "cache", jobs=1)

@@ -29,8 +29,8 @@ from autograder.book.pages import (
     relink,
 )
 
-__all__ = ["BookResult", "ChapterResult", "build_book", "chapter_runs", "execute_chapters",
-           "graded_solutions", "sphinx_config"]
+__all__ = ["BookResult", "ChapterFailed", "ChapterResult", "build_book", "chapter_runs",
+           "execute_chapters", "graded_solutions", "sphinx_config"]
 
 TITLE = "Tuning deep-learning classifiers"
 FULL = "at its full-size defaults, every claim enforced"
@@ -80,11 +80,19 @@ def chapter_runs(root: Path, chapters: list[str], *, ci: bool, gpu: bool) -> lis
     return runs
 
 
+class ChapterFailed(RuntimeError):
+    """A chapter stopped with an error (a claim that does not hold at full size, a bug)."""
+
+
 def _run(args) -> tuple[str, float]:
     """Execute one prepared notebook (in a worker process); its JSON and the seconds it took."""
     text, cwd, timeout = args
     start = time.perf_counter()
-    nb = execute(nbformat.reads(text, as_version=4), Path(cwd), {}, timeout)
+    try:
+        nb = execute(nbformat.reads(text, as_version=4), Path(cwd), {}, timeout)
+    except Exception as err:  # papermill's PapermillExecutionError names the cell
+        detail = getattr(err, "evalue", None) or str(err).strip().splitlines()[-1]
+        raise ChapterFailed(f"{Path(cwd).name} failed: {detail[:300]}") from None
     return nbformat.writes(nb), time.perf_counter() - start
 
 
@@ -241,5 +249,9 @@ def build_book(root: Path, out: Path, *, ci: bool = False, jobs: int = 1,
     runs = chapter_runs(root, assignments(root), ci=ci, gpu=gpu)
     executed, results = execute_chapters(root, runs, keep, out / "jupyter_cache", jobs)
     write_sources(root, out, executed, results, keep, launch)
-    warnings = run_sphinx(root, out, jobs)
+    from course.notebooks import stderr_outputs
+
+    warnings = [f"{chapter} wrote to stderr: {text.strip()[:200]}"
+                for chapter, nb in executed.items() for text in stderr_outputs(nb)]
+    warnings += run_sphinx(root, out, jobs)
     return BookResult(out / "html", results, time.perf_counter() - start, warnings)
