@@ -187,6 +187,10 @@ def test_every_other_page_in_chromium(book_site, served, page):
         assert not outside and not errors, (html.name, outside, errors)
     glossary = page.page.goto(f"{served}glossary.html")
     assert glossary.ok and "용어집" in page.page.inner_text("body")
+    page.page.goto(f"{served}search.html?q=dropout", wait_until="networkidle")
+    page.page.wait_for_selector("ul.search li a", timeout=30_000)  # the site's own index
+    found = page.page.eval_on_selector_all("ul.search li a", "els => els.map(a => a.href)")
+    assert any(url.endswith("05_regularization.html") for url in found), found
 
 
 def test_every_internal_link_resolves(book_site):
