@@ -243,7 +243,7 @@ def cmd_book(args) -> int:
                                       pages_branch=args.pages_branch, install=args.install)
         launch.links("01_metrics")  # a repository Binder and Colab cannot open stops here
         result = build_book(root, args.out or root / "build" / "book", ci=args.ci,
-                            jobs=args.jobs)
+                            jobs=args.jobs, launch=launch)
     except ModuleNotFoundError as err:
         print(f"error: {err}: `course book` needs the book extra (Python 3.11+): "
               "pip install -e '.[book]'", file=sys.stderr)
