@@ -1,5 +1,5 @@
 """The ``course`` command as installed: the student's commands (``course/cli.py``: run, score)
-and the instructor's on top: release, grade, export, all."""
+and the instructor's on top: release, grade, export, all, book."""
 
 from __future__ import annotations
 
@@ -263,6 +263,35 @@ def cmd_all(args) -> int:
     return 0
 
 
+def cmd_book(args) -> int:
+    from autograder.book import Launch, build_book
+    from autograder.book.pages import StaleRelease
+    from autograder.book.site import ChapterFailed
+    from course.notebooks import find_root
+
+    root = find_root(args.root)
+    try:
+        launch = Launch.from_settings(repository=args.repository, branch=args.branch,
+                                      hub=args.hub_url, binder=args.binder,
+                                      pages_branch=args.pages_branch, install=args.install)
+        launch.links("01_metrics")  # a repository Binder and Colab cannot open stops here
+        result = build_book(root, args.out or root / "build" / "book", ci=args.ci,
+                            jobs=args.jobs, launch=launch)
+    except ModuleNotFoundError as err:
+        print(f"error: {err}: `course book` needs the book extra (Python 3.11+): "
+              "pip install -e '.[book]'", file=sys.stderr)
+        return 2
+    except (StaleRelease, ChapterFailed, ValueError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print_table([(c.chapter, c.status, f"{c.seconds:.1f}", c.size) for c in result.chapters],
+                ("chapter", "page", "seconds", "size"))
+    for line in result.warnings:
+        print(f"sphinx: {line}", file=sys.stderr)
+    print(f"\n{result.seconds:.1f} s; the site: {result.html / 'index.html'}")
+    return 0
+
+
 def _add_all(sub) -> None:
     every = sub.add_parser("all", help="the course end to end: notebooks, release, grading",
                            description="Execute every notebook, check that release/ matches "
@@ -401,13 +430,37 @@ def _add_feedback(sub) -> None:
     fbk.set_defaults(func=cmd_feedback)
 
 
+def _add_book(sub) -> None:
+    book = sub.add_parser("book", help="the course as a static website, every chapter executed",
+                          description="Execute every chapter (full size; chapter 7 at its CPU "
+                          "size without a GPU), take the student's version of each with its "
+                          "outputs, and build a website of them with Sphinx and MyST-NB into "
+                          "OUT/html. Executions are cached in OUT/jupyter_cache: a rebuild "
+                          "runs only the chapters that changed. Launch links: "
+                          "autograder/book.yaml.")
+    book.add_argument("--ci", action="store_true",
+                      help="run the chapters with the small parameters of "
+                      "tests/notebook_params.yaml (as the tests do)")
+    book.add_argument("--out", type=Path, default=None, help="output folder (default: build/book)")
+    book.add_argument("-j", "--jobs", type=int, default=1, help="chapters executed at once")
+    book.add_argument("--repository", default=None, help="public GitHub repository URL")
+    book.add_argument("--branch", default=None, help="its branch JupyterHub and Binder open")
+    book.add_argument("--hub-url", default=None, help="the JupyterHub (with nbgitpuller)")
+    book.add_argument("--binder", default=None, help="the BinderHub (default mybinder.org)")
+    book.add_argument("--pages-branch", default=None,
+                      help="the branch the site is published on (Colab opens _colab/ there)")
+    book.add_argument("--install", default=None, help="what Colab's first cell gives pip")
+    book.add_argument("--root", type=Path, default=None, help="course repository root")
+    book.set_defaults(func=cmd_book)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="course", description="The deep-learning tuning course: run, score, release, grade.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_student_commands(sub)
     add_certs_command(sub)
-    for add in (_add_all, _add_release, _add_grade, _add_export, _add_feedback):
+    for add in (_add_all, _add_release, _add_grade, _add_export, _add_feedback, _add_book):
         add(sub)
     return parser
 

@@ -59,6 +59,7 @@ SHARED_WORK = {
     ("test_robust", "hostile_batch"): "robust-hostile-batch",
     ("test_hidden_tests", "graded"): "hidden-tests-batch",
     ("test_cluster_tls", "cluster"): "tls-cluster",
+    ("test_book_site", "book_site"): "book-site",
 }
 # Then the longest single tests first and the quick ones last, so that neither worker is left
 # with a long test while the other has nothing to do (longest processing time first). Each entry
@@ -69,6 +70,7 @@ LONGEST_FIRST = [
     "tests/test_notebooks.py::test_notebook_claims_hold_at_full_size",
     "tests/test_notebooks.py::test_a_broken_experiment_fails_its_claim",
     "tests/browser/test_student_path.py::test_run_all_in_jupyterlab",
+    "tests/browser/test_book_site.py",  # builds the site: every chapter at the CI parameters
     "tests/test_distributed.py::test_a_worker_killed_mid_batch",
     "tests/browser/",
     "tests/test_distributed.py",
