@@ -99,6 +99,7 @@ def test_the_solution_gets_full_marks_and_regrading_is_identical(tmp_path, assig
     assert notebook_test_failures(assignment, code) == set()  # the notebook's own tests agree
     first = grade(tmp_path / "a", assignment, code)
     assert failures(first) == set(), {g: s.message for g, s in first.items() if not s.passed}
+    assert all(s.diagnoses == () for s in first.values())  # the solution gets no diagnosis
     points = notebook_points(assignment)  # the one place points are written
     assert {g: s.max_points for g, s in first.items()} == points
     assert sum(s.points for s in first.values()) == sum(points.values())
@@ -117,6 +118,16 @@ def test_wrong_implementations_lose_the_cells_the_notebook_tests_fail(tmp_path, 
     for gid, score in scores.items():
         assert score.points == (0.0 if gid in expected else score.max_points)
         assert score.message and (score.passed or score.message != "passed")
+        # each mistake is named by its own diagnosis, and by no other one
+        assert score.diagnoses == (() if score.passed else (name,)), (gid, score.diagnoses)
+
+
+@pytest.mark.parametrize("assignment", list(EXERCISES))
+def test_every_known_mistake_has_its_sample_and_a_diagnosis(assignment):
+    exercise = EXERCISES[assignment].exercise
+    assert {m.name for m in exercise.mistakes} == set(samples.mistakes(ROOT, assignment))
+    for mistake in exercise.mistakes:
+        assert mistake.does and mistake.why and mistake.hint and mistake.section
 
 
 EXPECTED = {  # the mistakes of BRIEF.md and issue 11, with the cells they must lose

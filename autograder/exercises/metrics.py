@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
 
-from autograder.exercises import Exercise
+from autograder.exercises import Exercise, Mistake
 from autograder.protocol import (
     Check,
     Fail,
@@ -17,6 +18,27 @@ from autograder.protocol import (
     py,
     type_name,
 )
+
+
+def _recognise_formulas(plan: Plan, table: list, random_cases: list) -> None:
+    """The wrong formulas, by the values f_score gives on the random cases; NumPy numbers."""
+    def behaves_as(formula):
+        def recognise(R):
+            res = call_results(R, "fv_random", 2 * len(random_cases))
+            return all(math.isclose(as_float(res[2 * i], "F"), formula(p, r, b), rel_tol=1e-6,
+                                    abs_tol=1e-12)
+                       for i, (p, r, b) in enumerate(random_cases))
+        return recognise
+
+    plan.recognise("f_arithmetic_mean", behaves_as(lambda p, r, b: (p + r) / 2))
+    plan.recognise("f_all_zeros", behaves_as(lambda p, r, b: 0.0))
+    plan.recognise("f_beta_not_squared",
+                   behaves_as(lambda p, r, b: (1 + b) * p * r / (b * p + r)))
+    plan.recognise("f_beta_weights_precision",
+                   behaves_as(lambda p, r, b: (1 + b**2) * p * r / (p + b**2 * r)))
+    plan.recognise("f_numpy_floats", lambda R: all(
+        str(enc.get("t", "")).startswith("numpy.float")
+        for enc in call_results(R, "fv_table", len(table))))
 
 
 def f_score_values(plan: Plan) -> Check:
@@ -44,6 +66,8 @@ def f_score_values(plan: Plan) -> Check:
     plan.add("call", "fv_sklearn", func="f_score",
              calls=[{"args": [py(tp / (tp + fp)), py(tp / (tp + fn))],
                      "kwargs": {"beta": py(beta)}} for tp, fp, fn, tn, beta in sk_cases])
+
+    _recognise_formulas(plan, table, random_cases)
 
     def check(R):
         res = call_results(R, "fv_table", len(table))
@@ -98,6 +122,20 @@ def f_score_edge_cases(plan: Plan) -> Check:
              calls=[{"args": [plan.inp(np.array(p, dtype=dt), kind),
                               plan.inp(np.array(r, dtype=dt), kind)]}
                     for kind, dt, p, r in scalar_cases])
+
+    def zero_gives(what):
+        def recognise(R):
+            res = call_results(R, "fe_zero", len(zero_args))
+            return what(res[0]) and what(res[2])  # f_score(0.0, 0.0) and with beta=2
+        return recognise
+
+    plan.recognise("f_no_zero_division", zero_gives(
+        lambda enc: enc.get("t") == "exception" and enc.get("name") == "ZeroDivisionError"))
+    plan.recognise("f_nan_on_zero_division", zero_gives(
+        lambda enc: enc.get("t") == "float" and isinstance(enc.get("v"), float)
+        and math.isnan(enc["v"])))
+    plan.recognise("f_int_zero_on_zero_division", zero_gives(
+        lambda enc: enc.get("t") == "int" and enc.get("v") == 0))
 
     def check(R):
         for enc, args in zip(call_results(R, "fe_zero", len(zero_args)), zero_args, strict=True):
@@ -171,6 +209,25 @@ def binary_scores(plan: Plan) -> Check:
              calls=[{"args": [_label_spec(plan, yt, k), _label_spec(plan, yp, k)]}
                     for yt, yp, k in cases])
 
+    def swapped(R):
+        res = call_results(R, "bs", len(cases))
+        for enc, (yt, yp, _) in zip(res, cases, strict=True):
+            p, r, f = _sklearn_triple(yt, yp)
+            _check_triple(enc, (r, p, f), "swapped")
+        return True
+
+    def tensors_returned(R):
+        res = call_results(R, "bs", len(cases))
+        tensors = [enc for enc, (_, _, kind) in zip(res, cases, strict=True) if kind == "tensor"]
+        return bool(tensors) and all(
+            isinstance(enc, dict) and enc.get("t") == "tuple"
+            and any(isinstance(i, dict) and i.get("t") == "torch.Tensor"
+                    for i in enc.get("items") or [])
+            for enc in tensors)
+
+    plan.recognise("f_precision_recall_swapped", swapped)
+    plan.recognise("f_tensor_scores", tensors_returned)
+
     def check(R):
         res = call_results(R, "bs", len(cases))
         for i, (enc, (yt, yp, kind)) in enumerate(zip(res, cases, strict=True)):
@@ -210,5 +267,47 @@ def plan(p: Plan) -> dict[str, Check]:
             "test_binary_scores_zero_division": binary_scores_zero_division(p)}
 
 
+SECTION_F = "section 1.4, The F-score"
+SECTION_PR = "section 1.3, Recall, precision, specificity"
+MISTAKES = (
+    Mistake("f_all_zeros", "Your f_score returns 0.0 whatever precision and recall it is given.",
+            "The F-score is 0 only when precision or recall is 0.",
+            "write the F-beta formula from precision, recall and beta", SECTION_F),
+    Mistake("f_arithmetic_mean", "Your f_score is the arithmetic mean (p + r) / 2.",
+            "F1 is the harmonic mean, which a low precision or recall pulls down, and F-beta "
+            "weighs them with beta.", "the harmonic mean and the role of beta", SECTION_F),
+    Mistake("f_beta_not_squared", "Your f_score uses beta where the formula has beta squared.",
+            "F-beta weighs recall beta times as much as precision through beta**2; with beta "
+            "alone only beta = 1 comes out right.", "where beta enters the F-beta formula",
+            SECTION_F),
+    Mistake("f_beta_weights_precision", "Your f_score puts beta squared on the recall in the "
+            "denominator, so beta > 1 favours precision.",
+            "In F-beta, beta > 1 must weigh recall more (beta**2 multiplies the precision in "
+            "the denominator).", "which of p and r beta**2 multiplies", SECTION_F),
+    Mistake("f_no_zero_division", "Your f_score raises ZeroDivisionError when precision and "
+            "recall are both 0.", "A classifier that finds nothing has F = 0.0, as "
+            "scikit-learn's zero_division=0 says; it is not an error.",
+            "what F is when the denominator is 0", SECTION_F),
+    Mistake("f_nan_on_zero_division", "Your f_score returns NaN when precision and recall "
+            "are both 0 (NumPy's division of 0 by 0).", "The F-score of a classifier that "
+            "finds nothing is 0.0, a number that can be averaged and compared.",
+            "handle the zero denominator before dividing", SECTION_F),
+    Mistake("f_int_zero_on_zero_division", "Your f_score returns the integer 0 when precision "
+            "and recall are both 0.", "Every score is a Python float, so code that checks or "
+            "formats it behaves the same for every classifier.",
+            "return 0.0, a float, in the zero case", SECTION_F),
+    Mistake("f_numpy_floats", "Your functions return NumPy numbers, not Python floats.",
+            "The exercise asks for Python floats: NumPy scalars print, compare and serialise "
+            "differently.", "convert with float(...) before returning", SECTION_F),
+    Mistake("f_precision_recall_swapped", "Your binary_scores gives the recall as precision "
+            "and the precision as recall.", "Precision divides the true positives by what "
+            "was predicted positive (TP + FP), recall by what is positive (TP + FN).",
+            "the confusion matrix's rows and columns", SECTION_PR),
+    Mistake("f_tensor_scores", "Your binary_scores returns torch tensors when it is given "
+            "tensors.", "The scores must be Python floats whatever the labels come in; a "
+            "0-d tensor is not a float.", "turn counts into Python numbers (.tolist(), "
+            "float(...))", SECTION_PR),
+)
+
 EXERCISE = Exercise("01_metrics", "f_score_solution", ("f_score", "binary_scores"), plan,
-                    forbidden=("sklearn.metrics",))
+                    forbidden=("sklearn.metrics",), mistakes=MISTAKES)
