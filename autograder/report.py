@@ -96,9 +96,12 @@ def _figure(draw, path: Path, size=(6, 3.2)) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=size)
     draw(ax)
+    if ax.get_ylabel() == "students":  # counts of students: whole numbers
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -181,9 +184,10 @@ def _page(reports: dict[str, AssignmentReport], figures: dict[str, dict[str, str
     return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
             "<title>Class report</title><style>body{font-family:sans-serif;margin:2em;"
-            "max-width:60em}table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px "
+            "max-width:75em}table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px "
             "solid #999;padding:0.2em 0.6em;text-align:left}figure{display:inline-block;"
-            "margin:0.5em}</style></head><body><h1>Class report</h1>"
+            "width:32%;margin:0 0.5% 0 0;vertical-align:top}img{width:100%}</style></head>"
+            "<body><h1>Class report</h1>"
             f"{body}</body></html>")
 
 
