@@ -25,7 +25,8 @@ from pathlib import Path
 
 from autograder.protocol import Check, Plan
 
-__all__ = ["Exercise", "GradedExercise", "Mistake", "RegistryError", "registry", "exercise_for"]
+__all__ = ["Exercise", "GradedExercise", "Mistake", "RegistryError", "known", "registry",
+           "exercise_for"]
 
 
 class RegistryError(RuntimeError):
@@ -36,10 +37,11 @@ class RegistryError(RuntimeError):
 class Mistake:
     """A mistake students make in an exercise, told to the student who made it.
 
-    ``name`` is also the name of its sample in autograder/samples/<assignment>/. The texts say
-    what the code does and why that is wrong, and point at the idea in the chapter (``section``);
-    they never name an input of the hidden tests nor show the solution. Which results show the
-    mistake is the exercise's plan's business (``Plan.recognise``), decided on the trusted side.
+    ``name`` is also the name of its sample in autograder/samples/<assignment>/. The texts (from
+    course/mistakes.py, see :func:`known`) say what the code does and why that is wrong, and
+    point at the idea in the chapter (``section``); they never name an input of the hidden
+    tests nor show the solution. Which results show the mistake is the exercise's plan's
+    business (``Plan.recognise``), decided on the trusted side.
     """
 
     name: str
@@ -51,6 +53,15 @@ class Mistake:
     def text(self) -> str:
         """The diagnosis as plain text (the gradebook comment, results.json)."""
         return f"{self.does} {self.why} Hint: {self.hint} (see {self.section})"
+
+
+def known(*names: str) -> tuple[Mistake, ...]:
+    """The known mistakes ``names``, in that order, with the words course/mistakes.py tells
+    the student (the visible tests of the notebooks show the same)."""
+    from course.mistakes import KNOWN
+
+    return tuple(Mistake(n, KNOWN[n].does, KNOWN[n].why, KNOWN[n].hint, KNOWN[n].section)
+                 for n in names)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from autograder.exercises import Exercise, Mistake
+from autograder.exercises import Exercise, known
 from autograder.protocol import Check, Fail, Plan, assert_close, call_results, py, tensor
 
 # What batch_norm may not call: F.batch_norm (nn.BatchNorm* call it) and the ops beneath it.
@@ -248,32 +248,9 @@ def plan(p: Plan) -> dict[str, Check]:
     return checks
 
 
-SECTION = "The BN algorithm, and Exercise: batch normalization by hand"
-MISTAKES = (
-    Mistake("bn_calls_library", "Your batch_norm calls torch's batch norm.", "The exercise "
-            "is to compute it yourself: the mean and variance per channel, normalise, scale "
-            "and shift.", "the four lines of the BN algorithm", SECTION),
-    Mistake("bn_biased_running_var", "Your running variance is updated with the biased "
-            "batch variance (divided by m).", "PyTorch normalises the batch with the biased "
-            "variance but keeps the unbiased one (divided by m - 1) in running_var.",
-            "the two variances of batch norm", SECTION),
-    Mistake("bn_unbiased_normalisation", "Your batch_norm normalises the batch with the "
-            "unbiased variance (divided by m - 1; torch.var's default).", "The batch is "
-            "normalised with its biased variance (divided by m); only running_var keeps "
-            "the unbiased one.", "the two variances of batch norm", SECTION),
-    Mistake("bn_running_momentum_swapped", "Your running statistics give the new batch the "
-            "weight 1 - momentum.", "In PyTorch, running = (1 - momentum) * running + "
-            "momentum * batch: momentum is the weight of the new batch (Keras uses the "
-            "other convention).", "what momentum means in batch norm", SECTION),
-    Mistake("bn_batch_stats_at_eval", "Your batch_norm uses the batch's statistics in "
-            "evaluation.", "At evaluation the running statistics stand in for the "
-            "population's, so a prediction does not depend on the rest of the batch.",
-            "training versus evaluation in batch norm", SECTION),
-    Mistake("bn_wrong_axes_4d", "Your batch_norm takes a 4-D input's statistics over "
-            "x.reshape(-1, C), which mixes channels and positions.", "For (N, C, H, W) the "
-            "statistics are per channel, over N, H and W.", "over which axes BN averages "
-            "for images", "Where BN goes"),
-)
+MISTAKES = known(
+    "bn_calls_library", "bn_biased_running_var", "bn_unbiased_normalisation",
+    "bn_running_momentum_swapped", "bn_batch_stats_at_eval", "bn_wrong_axes_4d")
 
 EXERCISE = Exercise("06_batch_norm", "batch_norm_solution", ("batch_norm",), plan,
                     mistakes=MISTAKES)

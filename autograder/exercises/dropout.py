@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autograder.exercises import Exercise, Mistake, dropout_sandbox
+from autograder.exercises import Exercise, dropout_sandbox, known
 from autograder.protocol import (
     Check,
     Fail,
@@ -417,50 +417,11 @@ def plan(p: Plan) -> dict[str, Check]:
             "test_dropout_gradient": gradient(p), "test_dropout_module": module(p)}
 
 
-SECTION = "Dropout, Exercise: implement inverted dropout"
-MISTAKES = (
-    Mistake("dropout_keeps_with_probability_p", "Your dropout keeps each element with "
-            "probability p, so it drops a fraction 1 - p.", "p is the probability of "
-            "dropping a unit (nn.Dropout(p=0.2) drops 20%).", "what p means", SECTION),
-    Mistake("dropout_no_scaling", "Your dropout zeroes units but leaves the survivors as "
-            "they were.", "Inverted dropout divides the survivors by 1 - p so that the "
-            "expected output equals the input, and evaluation needs no change.",
-            "why the survivors are scaled", SECTION),
-    Mistake("dropout_divides_by_p", "Your dropout divides the survivors by p.", "Each unit "
-            "survives with probability 1 - p, so 1 / (1 - p) keeps the expectation.",
-            "the expectation of a dropped-out unit", SECTION),
-    Mistake("dropout_scaling_at_eval", "Your dropout multiplies by 1 - p at evaluation as "
-            "well as dividing by it in training.", "That is both conventions at once: with "
-            "inverted dropout evaluation is the identity.", "the two conventions of dropout",
-            SECTION),
-    Mistake("dropout_active_at_eval", "Your dropout keeps dropping when training is False.",
-            "At evaluation dropout must return its input unchanged, or predictions are "
-            "random.", "what changes between training and evaluation", SECTION),
-    Mistake("dropout_module_ignores_training", "Your Dropout layer drops in eval mode: it "
-            "does not pass self.training on.", "model.eval() sets self.training = False on "
-            "every layer; the layer has to use it.", "nn.Module's train/eval modes", SECTION),
-    Mistake("dropout_nan_at_p1", "Your dropout returns NaN for p = 1.", "With every unit "
-            "dropped x * mask / (1 - p) is 0 / 0; p = 1 must give zeros.",
-            "the edge cases p = 0 and p = 1", SECTION),
-    Mistake("dropout_same_mask_every_call", "Your dropout drops the same units on every "
-            "call.", "A fixed mask (a generator seeded inside the function) turns dropout "
-            "into a fixed pruning of the network; each forward pass needs a fresh mask.",
-            "why the mask is random", SECTION),
-    Mistake("dropout_one_mask_per_batch", "Your dropout draws one mask over the features "
-            "and shares it across the batch.", "Each element is dropped independently: a "
-            "mask of x's whole shape, not of its last dimension.", "the mask's shape",
-            SECTION),
-    Mistake("dropout_in_place", "Your dropout changes its input tensor.", "The caller's "
-            "tensor must stay as it was (it may be needed again, or by autograd); return a "
-            "new tensor.", "in-place operations and their cost", SECTION),
-    Mistake("dropout_float32_output", "Your dropout returns float32 whatever the input's "
-            "dtype.", "Dropout must keep the dtype (float64 stays float64).",
-            "keep the input's dtype", SECTION),
-    Mistake("dropout_numpy_round_trip", "Your dropout goes through NumPy, so no gradient "
-            "reaches x.", "Autograd only sees torch operations; a detour through NumPy "
-            "cuts the graph and the layers before dropout stop learning.",
-            "compute the mask and the product in torch", SECTION),
-)
+MISTAKES = known(
+    "dropout_keeps_with_probability_p", "dropout_no_scaling", "dropout_divides_by_p",
+    "dropout_scaling_at_eval", "dropout_active_at_eval", "dropout_module_ignores_training",
+    "dropout_nan_at_p1", "dropout_same_mask_every_call", "dropout_one_mask_per_batch",
+    "dropout_in_place", "dropout_float32_output", "dropout_numpy_round_trip")
 
 EXERCISE = Exercise("05_regularization", "dropout_solution", ("dropout", "Dropout"), plan,
                     mistakes=MISTAKES,

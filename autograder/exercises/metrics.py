@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 
-from autograder.exercises import Exercise, Mistake
+from autograder.exercises import Exercise, known
 from autograder.protocol import (
     Check,
     Fail,
@@ -267,47 +267,10 @@ def plan(p: Plan) -> dict[str, Check]:
             "test_binary_scores_zero_division": binary_scores_zero_division(p)}
 
 
-SECTION_F = "section 1.4, The F-score"
-SECTION_PR = "section 1.3, Recall, precision, specificity"
-MISTAKES = (
-    Mistake("f_all_zeros", "Your f_score returns 0.0 whatever precision and recall it is given.",
-            "The F-score is 0 only when precision or recall is 0.",
-            "write the F-beta formula from precision, recall and beta", SECTION_F),
-    Mistake("f_arithmetic_mean", "Your f_score is the arithmetic mean (p + r) / 2.",
-            "F1 is the harmonic mean, which a low precision or recall pulls down, and F-beta "
-            "weighs them with beta.", "the harmonic mean and the role of beta", SECTION_F),
-    Mistake("f_beta_not_squared", "Your f_score uses beta where the formula has beta squared.",
-            "F-beta weighs recall beta times as much as precision through beta**2; with beta "
-            "alone only beta = 1 comes out right.", "where beta enters the F-beta formula",
-            SECTION_F),
-    Mistake("f_beta_weights_precision", "Your f_score puts beta squared on the recall in the "
-            "denominator, so beta > 1 favours precision.",
-            "In F-beta, beta > 1 must weigh recall more (beta**2 multiplies the precision in "
-            "the denominator).", "which of p and r beta**2 multiplies", SECTION_F),
-    Mistake("f_no_zero_division", "Your f_score raises ZeroDivisionError when precision and "
-            "recall are both 0.", "A classifier that finds nothing has F = 0.0, as "
-            "scikit-learn's zero_division=0 says; it is not an error.",
-            "what F is when the denominator is 0", SECTION_F),
-    Mistake("f_nan_on_zero_division", "Your f_score returns NaN when precision and recall "
-            "are both 0 (NumPy's division of 0 by 0).", "The F-score of a classifier that "
-            "finds nothing is 0.0, a number that can be averaged and compared.",
-            "handle the zero denominator before dividing", SECTION_F),
-    Mistake("f_int_zero_on_zero_division", "Your f_score returns the integer 0 when precision "
-            "and recall are both 0.", "Every score is a Python float, so code that checks or "
-            "formats it behaves the same for every classifier.",
-            "return 0.0, a float, in the zero case", SECTION_F),
-    Mistake("f_numpy_floats", "Your functions return NumPy numbers, not Python floats.",
-            "The exercise asks for Python floats: NumPy scalars print, compare and serialise "
-            "differently.", "convert with float(...) before returning", SECTION_F),
-    Mistake("f_precision_recall_swapped", "Your binary_scores gives the recall as precision "
-            "and the precision as recall.", "Precision divides the true positives by what "
-            "was predicted positive (TP + FP), recall by what is positive (TP + FN).",
-            "the confusion matrix's rows and columns", SECTION_PR),
-    Mistake("f_tensor_scores", "Your binary_scores returns torch tensors when it is given "
-            "tensors.", "The scores must be Python floats whatever the labels come in; a "
-            "0-d tensor is not a float.", "turn counts into Python numbers (.tolist(), "
-            "float(...))", SECTION_PR),
-)
+MISTAKES = known(
+    "f_all_zeros", "f_arithmetic_mean", "f_beta_not_squared", "f_beta_weights_precision",
+    "f_no_zero_division", "f_nan_on_zero_division", "f_int_zero_on_zero_division",
+    "f_numpy_floats", "f_precision_recall_swapped", "f_tensor_scores")
 
 EXERCISE = Exercise("01_metrics", "f_score_solution", ("f_score", "binary_scores"), plan,
                     forbidden=("sklearn.metrics",), mistakes=MISTAKES)

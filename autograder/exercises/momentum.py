@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autograder.exercises import Exercise, Mistake, momentum_sandbox
+from autograder.exercises import Exercise, known, momentum_sandbox
 from autograder.protocol import Check, Fail, Plan, assert_close, tensor, values
 
 _REFERENCE_SGD = None
@@ -351,45 +351,10 @@ def plan(p: Plan) -> dict[str, Check]:
     return checks
 
 
-SECTION = "section 6, Momentum: two ways to write it"
-SECTION_GROUPS = "section 6, Graded exercise: SGD with momentum (param groups)"
-MISTAKES = (
-    Mistake("momentum_dampened", "Your velocity is v = mu * v + (1 - mu) * g.",
-            "That is an exponential average of the gradients (dampening); the chapter's "
-            "momentum, like torch.optim.SGD's, adds the whole gradient: v = mu * v + g.",
-            "the velocity update without dampening", SECTION),
-    Mistake("momentum_forgotten", "Your velocity is the current gradient alone.",
-            "Without mu * v the optimizer is plain SGD: the past gradients never add up.",
-            "how the velocity remembers past gradients", SECTION),
-    Mistake("momentum_steps_with_gradient", "Your velocity is right, but the parameter "
-            "moves by lr * g, not by lr * v.", "The velocity is computed and then unused: "
-            "the step is plain SGD's.", "which quantity the parameter step uses", SECTION),
-    Mistake("momentum_sign_flipped", "Your velocity subtracts the gradient: v = mu * v - g.",
-            "The velocity accumulates the gradient with its own sign; the step subtracts "
-            "lr * v once, so the sign flips the direction from the second step on.",
-            "the signs in the two lines of the update", SECTION),
-    Mistake("momentum_lr_in_velocity", "Your velocity carries the learning rate: "
-            "v = mu * v + lr * g, and the parameter moves by v.",
-            "That is the other way of writing momentum; it agrees with PyTorch's only while "
-            "the learning rate is constant. After an lr change (a scheduler) the old "
-            "velocity keeps the old rate.", "the two ways to write momentum and which one "
-            "torch.optim.SGD uses", SECTION),
-    Mistake("momentum_velocity_aliases_grad", "Your velocity is the gradient tensor itself, "
-            "not a copy: zeroing the gradients in place zeroes the velocity.",
-            "optimizer.zero_grad(set_to_none=False) and in-place updates then change your "
-            "state behind your back.", "keep your own tensor in self.state (clone)", SECTION),
-    Mistake("momentum_one_velocity_for_all", "Your optimizer keeps one velocity for all the "
-            "parameters.", "Each parameter needs its own velocity (self.state[p]); one shared "
-            "velocity mixes the gradients of different tensors.",
-            "per-parameter state in an optimizer", SECTION_GROUPS),
-    Mistake("momentum_no_grad_check", "Your step() fails on a parameter whose .grad is None.",
-            "A parameter the loss did not use (a frozen layer) has no gradient: skip it, as "
-            "torch.optim does.", "skip parameters without a gradient", SECTION_GROUPS),
-    Mistake("momentum_defaults_not_groups", "Your step() takes lr and momentum from "
-            "self.defaults, not from each param group.", "Groups may set their own values, "
-            "and schedulers change group['lr']: read them from the group being updated.",
-            "param_groups and what a scheduler changes", SECTION_GROUPS),
-)
+MISTAKES = known(
+    "momentum_dampened", "momentum_forgotten", "momentum_steps_with_gradient",
+    "momentum_sign_flipped", "momentum_lr_in_velocity", "momentum_velocity_aliases_grad",
+    "momentum_one_velocity_for_all", "momentum_no_grad_check", "momentum_defaults_not_groups")
 
 
 EXERCISE = Exercise("04_learning_rate", "momentum_solution", ("MomentumSGD",), plan,
