@@ -1,5 +1,5 @@
 """The ``course`` command as installed: the student's commands (``course/cli.py``: run, score)
-and the instructor's on top: release, grade, export, all, book."""
+and the instructor's on top: release, grade, export, report, feedback, all, book."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from autograder import settings
+from autograder.cli_channels import add_feedback_command, export_to_lms
 from autograder.cluster_tls import add_certs_command, add_tls_options
 from course.cli import PRIVATE_COMMANDS, add_student_commands, print_table, run_command
 
@@ -157,47 +158,60 @@ def cmd_export(args) -> int:
           f"to grade in formgrader (counted 0 until then)")
     print(f"Canvas: {out / 'canvas.csv'}; wide: {out / 'grades_wide.csv'}; Gradescope: "
           f"{out / 'gradescope'}/<assignment>/<student>/results.json ({len(jsons)} files)")
-    return _export_to_lms(args, results, sorted({r.assignment for r in results}))
+    return export_to_lms(args, results, sorted({r.assignment for r in results}))
 
 
-def _export_to_lms(args, results, assignments: list[str]) -> int:
-    """The LMS's own exported file, filled (``--canvas-gradebook``, ``--moodle-worksheet``)."""
-    from autograder.store.lms_export import LmsFileError, fill_canvas, fill_moodle
+def cmd_report(args) -> int:
+    from autograder.exercises import RegistryError, registry
+    from autograder.report import build_report, write_report
+    from autograder.store.export import read_gradebook
+    from autograder.store.gradebook import nbgrader_settings, safe_url
+    from autograder.store.results import read_results
+    from course.notebooks import find_root
 
+    root = find_root(args.root)
     try:
-        if args.canvas_gradebook:
-            path = args.canvas_gradebook
-            for assignment in assignments:  # each fills its own column of the same file
-                path, missing = fill_canvas(results, assignment, path,
-                                            args.out / "canvas_import.csv")
-                _say_missing("Canvas", assignment, missing)
-            print(f"Canvas import (Grades, Import): {path}")
-        if args.moodle_worksheet:
-            if len(assignments) != 1:
-                print("error: a Moodle grading worksheet is one assignment's: name it, e.g. "
-                      "course export 01_metrics --moodle-worksheet FILE", file=sys.stderr)
-                return 2
-            path, missing = fill_moodle(results, assignments[0], args.moodle_worksheet,
-                                        args.out / "moodle_import.csv")
-            _say_missing("Moodle", assignments[0], missing)
-            print(f"Moodle upload (Upload grading worksheet): {path}")
-    except LmsFileError as err:
+        graded = registry(root)
+    except RegistryError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    unknown = sorted(set(args.assignments) - set(graded))
+    if unknown:
+        print(f"error: no graded assignment {', '.join(unknown)}; graded: {', '.join(graded)}",
+              file=sys.stderr)
+        return 2
+    db_url, course_id = nbgrader_settings(root)
+    db_url = args.db or db_url
+    notebooks = {a: graded[a].notebook for a in (args.assignments or graded)}
+    results = read_gradebook(db_url, course_id, notebooks)
+    rows = [r for folder in args.results for r in read_results(folder)
+            if r.assignment in notebooks]
+    if not results and not rows:
+        print(f"error: no graded submissions of {', '.join(notebooks)} in {safe_url(db_url)}: "
+              "run `course grade` first (with the same --db)", file=sys.stderr)
+        return 1
+    reports = build_report(results, rows)
+    page = write_report(reports, args.out)
+    print_table([(a, len(r.scores), f"{r.mean:.2f}/{r.max_score:g}",
+                  sum(len(s) for s in r.mistakes.values()), len(r.flagged),
+                  len(r.grader_errors), sum(len(c) for c in r.ungraded.values()))
+                 for a, r in reports.items()],
+                ("assignment", "students", "mean", "diagnosed", "flagged", "grader faults",
+                 "to grade"))
+    print(f"\nreport: {page} (open it in a browser; no server needed)")
     return 0
 
 
-def _say_missing(lms: str, assignment: str, missing: list[str]) -> None:
-    if missing:
-        print(f"{lms}: {len(missing)} graded student(s) of {assignment} not in its file "
-              f"(left out): {', '.join(missing[:10])}")
-
-
 def check_samples(rows, kinds: dict[str, str]) -> list[str]:
-    """What is wrong with a graded sample batch: only the solution may get full marks."""
+    """What is wrong with a graded sample batch: only the solution may get full marks, and each
+    mistake must be diagnosed as itself (the solution and the untouched release as nothing)."""
     problems = []
     for row in rows:
         kind = kinds.get(row.student_id, "?")
+        own = [] if kind in ("solution", "release") else [kind]
+        if row.status == "graded" and list(row.diagnoses) != own:
+            problems.append(f"{row.student_id} ({kind}): diagnosed as "
+                            f"{', '.join(row.diagnoses) or 'nothing'}")
         if row.status != "graded":
             problems.append(f"{row.student_id}: {row.status} ({row.reason[:120]})")
         elif (kind == "solution") != (row.score == row.max_score):
@@ -250,16 +264,16 @@ def cmd_all(args) -> int:
                               ci_parameters_of(root, assignment) if args.ci else None)
         rows = grade(assignment, subs, graded, root=root, workers=args.workers, isolate=isolate)
         table += [(assignment, r.student_id, f"{r.score:g}/{r.max_score:g}", r.status,
-                   r.reason[:60]) for r in rows]
+                   ", ".join(r.diagnoses) or "-", r.reason[:60]) for r in rows]
         failures += [f"{assignment} {p}" for p in check_samples(rows, kinds)]
-    print_table(table, ("assignment", "student", "score", "status", "reason"))
+    print_table(table, ("assignment", "student", "score", "status", "diagnosis", "reason"))
 
     print(f"\n{time.perf_counter() - start:.1f} s; notebooks, samples and grades in {out_dir}")
     if failures:
         print("FAILED:\n  " + "\n  ".join(failures))
         return 1
     print("all good: every notebook ran, release/ is current, only the solutions got full "
-          "marks")
+          "marks, and each mistake was diagnosed as itself")
     return 0
 
 
@@ -389,47 +403,6 @@ def _add_export(sub) -> None:
     exp.set_defaults(func=cmd_export)
 
 
-def cmd_feedback(args) -> int:
-    from autograder.final_feedback import FeedbackError, final_feedback
-    from autograder.isolation.sandbox import isolation_available
-    from course.notebooks import find_root
-
-    root = find_root(args.root)
-    isolate = not args.no_isolation
-    if isolate:
-        ok, why = isolation_available()
-        if not ok:
-            print(f"error: the grading sandbox does not work here: {why} (`bash "
-                  "scripts/setup-system.sh` installs it; --no-isolation renders without it)",
-                  file=sys.stderr)
-            return 2
-    try:
-        made, failed = final_feedback(root, args.assignment, db_url=args.db, isolate=isolate)
-    except (FeedbackError, KeyError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"{len(made)} page(s) made in feedback/<student>/{args.assignment}/ of the course "
-          f"folder; next: nbgrader release_feedback {args.assignment}")
-    return 1 if failed else 0
-
-
-def _add_feedback(sub) -> None:
-    fbk = sub.add_parser("feedback", help="render every student's feedback page again from the "
-                         "gradebook (after grading by hand)", description="Render each graded "
-                         "student's page again from the gradebook's final state (manual scores, "
-                         "comments, late penalty), sanitised, into feedback/<student>/"
-                         "<assignment>/ of the course folder, with what `nbgrader "
-                         "release_feedback` needs beside it.")
-    fbk.add_argument("assignment", help="a graded chapter folder, e.g. 01_metrics")
-    fbk.add_argument("--db", default=None, metavar="URL",
-                     help="the gradebook (default: nbgrader's db_url, gradebook.db of the course "
-                     "directory)")
-    fbk.add_argument("--no-isolation", action="store_true",
-                     help="render without the sandbox (only where it cannot work)")
-    fbk.add_argument("--root", type=Path, default=None, help="course repository root")
-    fbk.set_defaults(func=cmd_feedback)
-
-
 def _add_book(sub) -> None:
     book = sub.add_parser("book", help="the course as a static website, every chapter executed",
                           description="Execute every chapter (full size; chapter 7 at its CPU "
@@ -454,20 +427,43 @@ def _add_book(sub) -> None:
     book.set_defaults(func=cmd_book)
 
 
+def _add_report(sub) -> None:
+    rep = sub.add_parser("report", help="a static HTML page about the class, from the gradebook",
+                         description="Read nbgrader's gradebook (and the results of `course "
+                         "grade`) and write OUT/index.html with its PNGs: the score "
+                         "distribution per assignment, each test cell's pass rate, the known "
+                         "mistakes diagnosed (with the students who made each), lateness, "
+                         "flagged rows and grader faults, written answers still to grade, and "
+                         "the time to grade per student.")
+    rep.add_argument("assignments", nargs="*",
+                     help="graded chapter folders (default: every graded one)")
+    rep.add_argument("--out", type=Path, default=Path("grading/report"),
+                     help="output folder (default: grading/report)")
+    rep.add_argument("--db", default=None, metavar="URL",
+                     help="the gradebook (default: nbgrader's db_url, gradebook.db of the course "
+                     "directory)")
+    rep.add_argument("--results", type=Path, action="append", default=[], metavar="DIR",
+                     help="an --out folder of `course grade` (its results.jsonl: grader faults "
+                     "and grading times); repeat for several")
+    rep.add_argument("--root", type=Path, default=None, help="course repository root")
+    rep.set_defaults(func=cmd_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="course", description="The deep-learning tuning course: run, score, release, grade.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_student_commands(sub)
     add_certs_command(sub)
-    for add in (_add_all, _add_release, _add_grade, _add_export, _add_feedback, _add_book):
+    for add in (_add_all, _add_release, _add_grade, _add_export, _add_report,
+                add_feedback_command, _add_book):
         add(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     return run_command(build_parser(), argv,
-                       PRIVATE_COMMANDS | {"grade", "export", "all", "feedback"})
+                       PRIVATE_COMMANDS | {"grade", "export", "all", "report", "feedback"})
 
 
 if __name__ == "__main__":

@@ -133,6 +133,8 @@ class Plan:
         self.probes: list[dict] = []
         self.inputs: dict[str, np.ndarray] = {}
         self.rng = np.random.default_rng(secret_seed(assignment))
+        # known mistake's name -> recogniser(results) -> bool, read on the trusted side only
+        self.recognisers: dict[str, Callable[[Results], bool]] = {}
 
     def inp(self, array, as_: str = "ndarray", **extra) -> dict:
         """Register an input array; ``as_`` says what the harness turns it into."""
@@ -147,6 +149,14 @@ class Plan:
         seed = secret_seed(self.assignment, pid) % 2**31
         self.probes.append({"kind": kind, "id": pid, "seed": seed, **fields})
         return pid
+
+    def recognise(self, mistake: str, recogniser: Callable[[Results], bool]) -> None:
+        """How the results of this plan's probes show the known mistake ``mistake``: a
+        function of the results, True when the code behaves as that mistake does (a Fail it
+        raises reads as False). It runs here, never in the sandbox."""
+        if mistake in self.recognisers:
+            raise ValueError(f"mistake {mistake!r} recognised twice")
+        self.recognisers[mistake] = recogniser
 
 
 Check = Callable[["Results"], None]

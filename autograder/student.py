@@ -102,7 +102,9 @@ def _grade_notebook(sub: Submission, ctx: Context, row: GradeRow) -> None:
         published = publish_feedback(work / "nbgrader" / "feedback" / where,
                                      ctx.out_dir / "feedback" / where, row, page,
                                      isolate=ctx.isolate,
-                                     timeout=min(ctx.timeout, FEEDBACK_SECONDS))
+                                     timeout=min(ctx.timeout, FEEDBACK_SECONDS),
+                                     mistakes=[ctx.exercise.exercise.mistake(n)
+                                               for n in row.diagnoses])
         if not published:
             row.reason = "; ".join(filter(None, [
                 row.reason, "no feedback page (missing, over the size limit or not sanitised "
@@ -118,8 +120,10 @@ def _fill_row(row: GradeRow, trusted: dict[str, CellScore], nbgrader_scores: dic
     row.score = round(sum(c.points for c in trusted.values()), 6)
     row.max_score = round(sum(c.max_points for c in trusted.values()), 6)
     row.cells = {gid: {"points": c.points, "max_points": c.max_points, "passed": c.passed,
-                       "message": c.message, "nbgrader": nbgrader_scores.get(gid)}
+                       "message": c.message, "nbgrader": nbgrader_scores.get(gid),
+                       "diagnoses": list(c.diagnoses)}
                  for gid, c in sorted(trusted.items())}
+    row.diagnoses = list(dict.fromkeys(d for c in trusted.values() for d in c.diagnoses))
     failed = [f"{gid} ({c.message[:80]})" if c.message else gid
               for gid, c in sorted(trusted.items()) if not c.passed]
     row.reason = "; ".join(filter(None, [f"nbgrader: {problem}" if problem else "",

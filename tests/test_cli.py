@@ -10,7 +10,8 @@ def test_help_lists_subcommands():
     """The installed command, as a new process: what a user types."""
     out = subprocess.run([sys.executable, "-m", "autograder.cli", "--help"], capture_output=True,
                          text=True, check=True).stdout
-    for command in ("run", "score", "all", "release", "grade", "export", "cluster-certs"):
+    for command in ("run", "score", "all", "release", "grade", "export", "report",
+                    "cluster-certs"):
         assert command in out
 
 
@@ -23,7 +24,7 @@ def test_run_rejects_missing_notebook(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["run", "score", "all", "release", "grade", "export",
-                                     "cluster-certs"])
+                                     "report", "cluster-certs"])
 def test_help_of_every_subcommand(command, capsys):
     from autograder.cli import build_parser
 
@@ -33,23 +34,37 @@ def test_help_of_every_subcommand(command, capsys):
     assert capsys.readouterr().out.startswith("usage: course " + command)
 
 
-def _row(student, score, status="graded"):
+def _row(student, score, status="graded", diagnoses=()):
     from autograder.grade import GradeRow
 
-    return GradeRow(student, "01_metrics", score, 6.0, status, "why")
+    return GradeRow(student, "01_metrics", score, 6.0, status, "why",
+                    diagnoses=list(diagnoses))
 
 
 def test_course_all_accepts_only_the_solution_at_full_marks():
     from autograder.cli import check_samples
 
     kinds = {"solution": "solution", "untouched": "release", "arith": "f_arithmetic_mean"}
-    assert check_samples([_row("solution", 6), _row("untouched", 0), _row("arith", 1)],
-                          kinds) == []
+    assert check_samples([_row("solution", 6), _row("untouched", 0),
+                          _row("arith", 1, diagnoses=["f_arithmetic_mean"])], kinds) == []
     problems = check_samples([_row("solution", 5), _row("untouched", 1),
-                               _row("arith", 6), _row("x", 0, status="error")], kinds)
+                               _row("arith", 6, diagnoses=["f_arithmetic_mean"]),
+                               _row("x", 0, status="error")], kinds)
     assert [p.split(":")[0] for p in problems] == [
         "solution (solution)", "the untouched release scored 1", "arith (f_arithmetic_mean)",
         "x"]
+
+
+def test_course_all_wants_each_mistake_diagnosed_as_itself():
+    from autograder.cli import check_samples
+
+    kinds = {"solution": "solution", "arith": "f_arithmetic_mean", "zeros": "f_all_zeros"}
+    problems = check_samples([_row("solution", 6, diagnoses=["f_all_zeros"]),
+                              _row("arith", 1), _row("zeros", 0, diagnoses=[
+                                  "f_all_zeros", "f_arithmetic_mean"])], kinds)
+    assert problems == ["solution (solution): diagnosed as f_all_zeros",
+                        "arith (f_arithmetic_mean): diagnosed as nothing",
+                        "zeros (f_all_zeros): diagnosed as f_all_zeros, f_arithmetic_mean"]
 
 
 def test_samples_put_each_kind_into_the_released_notebook(tmp_path):

@@ -33,6 +33,7 @@ from autograder.store.gradebook import (
     GradebookBusy,
     Recorder,
     gradebook_lock,
+    nbgrader_settings,
     open_gradebook,
     recorded,
 )
@@ -502,10 +503,44 @@ def test_gradescope_results_follow_the_specification(late_class, tmp_path):
             assert test["output"] == test["status"]
         assert data["score"] == pytest.approx(sum(t["score"] for t in data["tests"])
                                               - data["extra_data"]["late_penalty"])
+        # the diagnosis opens the output; the hidden tests' inputs stay out of it
+        assert data["extra_data"]["diagnoses"] == trusted[student].diagnoses
+        if student == "f-arithmetic-mean":
+            assert data["output"].startswith(f"What your code does: {MISTAKE.text()}\n")
+        else:
+            assert "What your code does" not in data["output"]
     solution = json.loads((tmp_path / "export" / "gradescope" / ASSIGNMENT / "solution"
                            / "results.json").read_text())
     assert "-1.6 points" in solution["output"] and solution["score"] == pytest.approx(4.4)
     assert f"not graded yet (counted 0): {WRITTEN}" in solution["output"]
+
+
+MISTAKE = exercise_for(ASSIGNMENT, ROOT).exercise.mistake("f_arithmetic_mean")
+
+
+def test_the_diagnosis_opens_the_comment_and_the_feedback_page(graded_class):
+    """Issue 31: the student who averaged precision and recall is told so, first; the others
+    get no diagnosis."""
+    import html
+
+    _, out, root = graded_class
+    rows = {r.student_id: r for r in read_results(out)}
+    assert {s: r.diagnoses for s, r in rows.items()} == {
+        "solution": [], "untouched": [], "f-arithmetic-mean": ["f_arithmetic_mean"]}
+    with open_gradebook(f"sqlite:///{out}/gradebook.db", nbgrader_settings(root)[1]) as gb:
+        comments = {s: gb.find_comment("f_score_solution", ASSIGNMENT, ASSIGNMENT,
+                                       s).auto_comment.splitlines() for s in STUDENTS}
+    assert comments["f-arithmetic-mean"][1] == f"diagnosis f_arithmetic_mean: {MISTAKE.text()}"
+    assert not any(line.startswith("diagnosis ") for s in ("solution", "untouched")
+                   for line in comments[s])
+    pages = {s: (out / "feedback" / s / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
+             for s in STUDENTS}
+    page = pages["f-arithmetic-mean"]
+    assert page.index("What your code does") < page.index("test_f_score_values")
+    assert html.escape(MISTAKE.does) in page and html.escape(MISTAKE.section) in page
+    assert "explained above" in page
+    assert "What your code does" not in pages["solution"] + pages["untouched"]
+    assert "NotImplementedError" in pages["untouched"]  # no known mistake: the check's message
 
 
 def _readable_by_others(folder: Path) -> list[str]:
@@ -526,3 +561,38 @@ def test_what_course_grade_and_export_write_is_readable_by_the_owner_only(graded
     _export(f"sqlite:///{out}/gradebook.db", tmp_path / "export", root)
     assert (tmp_path / "export" / "canvas.csv").is_file()
     assert _readable_by_others(tmp_path / "export") == []
+
+
+def test_course_report_shows_what_the_gradebook_holds(late_class, tmp_path):
+    """Issue 31: `course report`'s numbers, read back from report.json, against the gradebook
+    read with nbgrader's API and the results of `course grade`; its files owner-only."""
+    db, out, root = late_class
+    report = tmp_path / "report"
+    result = subprocess.run([sys.executable, "-m", "autograder.cli", "report", "--db", db,
+                             "--results", str(out), "--out", str(report), "--root", str(root)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    numbers = json.loads((report / "report.json").read_text())[ASSIGNMENT]
+    with open_gradebook(db, COURSE_ID) as gb:
+        subs = {s.student.id: s for s in gb.assignment_submissions(ASSIGNMENT)}
+        scores = {s: max(0.0, sub.score - sub.late_submission_penalty) for s, sub in subs.items()}
+        hours = {s: round(sub.total_seconds_late / 3600, 2) for s, sub in subs.items()
+                 if sub.total_seconds_late > 0}
+        grades = [g for sub in subs.values() for g in sub.notebooks[0].grades]
+        tests = {g.name for g in grades if g.cell.cell_type == "code"}
+        passed = {t: sum(g.score >= g.max_score for g in grades if g.name == t)
+                  / len(subs) for t in tests}
+        ungraded = {s: [g.name for g in sub.notebooks[0].grades if g.needs_manual_grade]
+                    for s, sub in subs.items() if sub.needs_manual_grade}
+    assert numbers["scores"] == pytest.approx(scores)
+    assert numbers["pass_rates"] == pytest.approx(passed)
+    assert {s: h for s, (h, _) in numbers["late"].items()} == hours
+    assert numbers["ungraded"] == ungraded == {"solution": [WRITTEN]}
+    rows = {r.student_id: r for r in read_results(out)}
+    assert numbers["mistakes"] == {"f_arithmetic_mean": ["f-arithmetic-mean"]}
+    assert numbers["seconds"] == {s: r.seconds for s, r in rows.items()}
+    assert numbers["flagged"] == [s for s in STUDENTS if subs[s].notebooks[0].flagged]
+    assert numbers["grader_errors"] == {}
+    assert sorted(p.name for p in report.iterdir()) == sorted(
+        ["index.html", "report.json", *numbers["figures"].values()])
+    assert _readable_by_others(report) == []

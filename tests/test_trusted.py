@@ -20,6 +20,7 @@ import pytest
 from autograder.exercises import registry
 from autograder.steps.trusted import CellScore, trusted_grade
 from autograder.store import samples
+from course.mistakes import KNOWN
 
 ROOT = Path(__file__).resolve().parents[1]
 ISOLATE = sys.platform.startswith("linux")  # as tests/test_grade.py
@@ -62,9 +63,11 @@ def make_submission(tmp_path: Path, assignment: str, code: str, name: str = "stu
     return path
 
 
-def notebook_test_failures(assignment: str, code: str) -> set[str]:
-    """The graded cells that fail when the source notebook's own tests run against ``code``."""
-    nb = nbformat.read(source_notebook(assignment), as_version=4)
+def notebook_test_failures(assignment: str, code: str, notebook: Path | None = None,
+                           messages: dict | None = None) -> set[str]:
+    """The graded cells that fail when the source notebook's own tests (or ``notebook``'s) run
+    against ``code``; ``messages`` gets each failure's message."""
+    nb = nbformat.read(notebook or source_notebook(assignment), as_version=4)
     namespace: dict = {"__name__": "__main__"}
     try:
         exec(compile(code, "<solution>", "exec"), namespace)
@@ -76,8 +79,10 @@ def notebook_test_failures(assignment: str, code: str) -> set[str]:
         if gid in EXERCISES[assignment].points:
             try:
                 exec(compile(cell.source, f"<{gid}>", "exec"), namespace)
-            except Exception:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001
                 failed.add(gid)
+                if messages is not None:
+                    messages[gid] = str(exc)
     return failed
 
 
@@ -99,6 +104,7 @@ def test_the_solution_gets_full_marks_and_regrading_is_identical(tmp_path, assig
     assert notebook_test_failures(assignment, code) == set()  # the notebook's own tests agree
     first = grade(tmp_path / "a", assignment, code)
     assert failures(first) == set(), {g: s.message for g, s in first.items() if not s.passed}
+    assert all(s.diagnoses == () for s in first.values())  # the solution gets no diagnosis
     points = notebook_points(assignment)  # the one place points are written
     assert {g: s.max_points for g, s in first.items()} == points
     assert sum(s.points for s in first.values()) == sum(points.values())
@@ -117,6 +123,33 @@ def test_wrong_implementations_lose_the_cells_the_notebook_tests_fail(tmp_path, 
     for gid, score in scores.items():
         assert score.points == (0.0 if gid in expected else score.max_points)
         assert score.message and (score.passed or score.message != "passed")
+        # each mistake is named by its own diagnosis, and by no other one
+        assert score.diagnoses == (() if score.passed else (name,)), (gid, score.diagnoses)
+
+
+HIDDEN_ONLY = {"dropout_one_mask_per_batch"}  # mistakes only the hidden tests catch
+
+
+@pytest.mark.parametrize(("assignment", "name"), CASES)
+def test_the_visible_tests_name_the_mistake_they_catch(assignment, name):
+    """What a student sees in JupyterLab (Validate): each visible test cell of the released
+    notebook that fails says which known mistake it is, in the grader's words (issue 31)."""
+    messages: dict[str, str] = {}
+    notebook_test_failures(assignment, sample_code(assignment, name),
+                           released_notebook(assignment), messages)
+    assert bool(messages) is (name not in HIDDEN_ONLY), sorted(messages)
+    said = f"What your code does: {KNOWN[name].text()}"
+    for gid, message in messages.items():
+        assert message.startswith(said), (gid, message[:300])
+        assert message.count("What your code does:") == 1, (gid, message[:300])
+
+
+@pytest.mark.parametrize("assignment", list(EXERCISES))
+def test_every_known_mistake_has_its_sample_and_a_diagnosis(assignment):
+    exercise = EXERCISES[assignment].exercise
+    assert {m.name for m in exercise.mistakes} == set(samples.mistakes(ROOT, assignment))
+    for mistake in exercise.mistakes:
+        assert mistake.does and mistake.why and mistake.hint and mistake.section
 
 
 EXPECTED = {  # the mistakes of BRIEF.md and issue 11, with the cells they must lose

@@ -25,11 +25,43 @@ from pathlib import Path
 
 from autograder.protocol import Check, Plan
 
-__all__ = ["Exercise", "GradedExercise", "RegistryError", "registry", "exercise_for"]
+__all__ = ["Exercise", "GradedExercise", "Mistake", "RegistryError", "known", "registry",
+           "exercise_for"]
 
 
 class RegistryError(RuntimeError):
     """The exercise modules and the source notebooks disagree (the course's own files)."""
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A mistake students make in an exercise, told to the student who made it.
+
+    ``name`` is also the name of its sample in autograder/samples/<assignment>/. The texts (from
+    course/mistakes.py, see :func:`known`) say what the code does and why that is wrong, and
+    point at the idea in the chapter (``section``); they never name an input of the hidden
+    tests nor show the solution. Which results show the mistake is the exercise's plan's
+    business (``Plan.recognise``), decided on the trusted side.
+    """
+
+    name: str
+    does: str  # what the code does, as the student would recognise it
+    why: str  # why that is wrong
+    hint: str  # the concept to revisit
+    section: str  # where the chapter explains it
+
+    def text(self) -> str:
+        """The diagnosis as plain text (the gradebook comment, results.json)."""
+        return f"{self.does} {self.why} Hint: {self.hint} (see {self.section})"
+
+
+def known(*names: str) -> tuple[Mistake, ...]:
+    """The known mistakes ``names``, in that order, with the words course/mistakes.py tells
+    the student (the visible tests of the notebooks show the same)."""
+    from course.mistakes import KNOWN
+
+    return tuple(Mistake(n, KNOWN[n].does, KNOWN[n].why, KNOWN[n].hint, KNOWN[n].section)
+                 for n in names)
 
 
 @dataclass(frozen=True)
@@ -47,6 +79,12 @@ class Exercise:
     forbidden: tuple[str, ...] = ()
     # modules the harness's probes import beyond NumPy and torch
     harness_imports: tuple[str, ...] = ()
+    # the known mistakes, most specific first: the plan recognises each (Plan.recognise)
+    mistakes: tuple[Mistake, ...] = ()
+
+    def mistake(self, name: str) -> Mistake | None:
+        """The known mistake called ``name`` (None for a name the exercise does not know)."""
+        return next((m for m in self.mistakes if m.name == name), None)
 
     @property
     def harness_preload(self) -> tuple[str, ...]:
@@ -130,7 +168,13 @@ def _pair(module: str, exercise: Exercise, notebook: Path | None,
     if exercise.solution_id not in solutions:
         problems.append(f"{where}: {notebook.name} has no solution cell "
                         f"{exercise.solution_id!r}")
-    checks = set(GradedExercise(exercise, notebook, tests).build_plan()[1])
+    plan, checks = GradedExercise(exercise, notebook, tests).build_plan()
+    checks = set(checks)
+    declared = {m.name for m in exercise.mistakes}
+    for name in sorted(declared ^ set(plan.recognisers)):
+        problems.append(f"{where}: the mistake {name!r} is "
+                        + ("declared but never recognised" if name in declared
+                           else "recognised but not declared in mistakes"))
     for gid in sorted(set(tests) - checks):
         problems.append(f"{where}: the test cell {gid!r} of {notebook.name} has no trusted check")
     for gid in sorted(checks - set(tests)):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autograder.exercises import Exercise, dropout_sandbox
+from autograder.exercises import Exercise, dropout_sandbox, known
 from autograder.protocol import (
     Check,
     Fail,
@@ -49,6 +49,33 @@ def _exact(R, pid: str, what: str, want, shape, dtype="torch.float64") -> None:
     assert_close(out, _torch_of(want), what, rtol=0, atol=0)
 
 
+def _recognise_basics(plan: Plan, zs: list, eval_ps: list, z64) -> None:
+    """The mistakes that show at evaluation, in the dtype, the input and p = 1."""
+    def eval_outputs(R):
+        res = call_results(R, "db_eval_many", len(eval_ps))
+        return [(tensor(R, enc, "eval output", None, z.shape).double(), _torch_of(z), p)
+                for enc, z, p in zip(res, zs, eval_ps, strict=True)]
+
+    def f64_dtype(R):
+        return call_results(R, "db_dtype_float64", 1)[0].get("dtype") == "torch.float32"
+
+    def input_changed(R):
+        after = R.record("db_f64").get("inputs_after")
+        changed = tensor(R, after[0] if isinstance(after, list) and after else None, "x")
+        return not bool((changed.double() == _torch_of(z64)).all())
+
+    def nan_at_p1(R):
+        return bool(tensor(R, call_results(R, "db_p1", 1)[0], "dropout(x, 1)").isnan().all())
+
+    plan.recognise("dropout_active_at_eval", lambda R: all(
+        bool((out == 0).any()) for out, _, _ in eval_outputs(R)))
+    plan.recognise("dropout_scaling_at_eval", lambda R: all(
+        bool(((out - z * (1 - p)).abs() < 1e-9).all()) for out, z, p in eval_outputs(R)))
+    plan.recognise("dropout_float32_output", f64_dtype)
+    plan.recognise("dropout_in_place", input_changed)
+    plan.recognise("dropout_nan_at_p1", nan_at_p1)
+
+
 def basics(plan: Plan) -> Check:
     """test_dropout_basics: eval is the identity, p=0 and p=1, bad p, dtypes, no in-place."""
     rng = plan.rng
@@ -57,8 +84,7 @@ def basics(plan: Plan) -> Check:
              kwargs={"training": py(False)}, inputs_after=True)
     plan.add("call", "db_p0", func="dropout", args=[_tin(plan, x), py(0.0)], inputs_after=True)
     plan.add("call", "db_p1", func="dropout", args=[_tin(plan, x), py(1.0)], inputs_after=True)
-    bad_ps = [-0.1, 1.5, -1e-6, 1.000001, 2.0, -3]
-    xb = _tin(plan, x)
+    bad_ps, xb = [-0.1, 1.5, -1e-6, 1.000001, 2.0, -3], _tin(plan, x)
     plan.add("call", "db_bad", func="dropout", calls=[{"args": [xb, py(b)]} for b in bad_ps])
     dtypes = [(np.float32, "torch.float32"), (np.float64, "torch.float64")]
     for dt, _ in dtypes:
@@ -78,6 +104,7 @@ def basics(plan: Plan) -> Check:
     plan.add("call", "db_p1_w", func="dropout", args=[_tin(plan, w), py(1.0)])
     plan.add("call", "db_p0_w", func="dropout", args=[_tin(plan, w), py(0.0)],
              kwargs={"training": py(True)})
+    _recognise_basics(plan, zs, eval_ps, z64)
 
     def check(R):
         _exact(R, "db_eval", "training=False must return the input unchanged", x, x.shape)
@@ -154,6 +181,38 @@ def _fresh_masks(R, big, z60) -> None:
         raise Fail("masks repeat between calls")
 
 
+def _recognise_statistics(plan: Plan, cases: list, big) -> None:
+    """The mistakes that show in the fraction dropped, the survivors and the masks."""
+    def grid(R, p):
+        pid, z, _ = next(c for c in cases if c[0] == f"ds_grid_{p}")
+        return tensor(R, call_results(R, pid, 1)[0], pid, None, z.shape).double(), _torch_of(z)
+
+    def survivors_are(scale):
+        def recognise(R):
+            out, z = grid(R, 0.3)
+            kept = out != 0
+            return bool(kept.any()) and bool(((out[kept] - z[kept] * scale).abs() < 1e-9).all())
+        return recognise
+
+    def keeps_with_p(R):
+        return all(abs((grid(R, p)[0] == 0).double().mean().item() - (1 - p)) < 0.01
+                   for p in (0.1, 0.9))
+
+    def rows_alike(R):
+        dropped = grid(R, 0.3)[0] == 0
+        return bool((dropped == dropped[0]).all())
+
+    def same_masks(R):
+        a, b = (tensor(R, enc, "ds_two", None, big.shape) for enc in call_results(R, "ds_two", 2))
+        return bool(((a == 0) == (b == 0)).all())
+
+    plan.recognise("dropout_keeps_with_probability_p", keeps_with_p)
+    plan.recognise("dropout_no_scaling", survivors_are(1.0))
+    plan.recognise("dropout_divides_by_p", survivors_are(1 / 0.3))
+    plan.recognise("dropout_one_mask_per_batch", rows_alike)
+    plan.recognise("dropout_same_mask_every_call", same_masks)
+
+
 def statistics(plan: Plan) -> Check:
     """test_dropout_statistics: the fraction dropped, fresh masks, float32."""
     big = _uniform(plan, 200_000)
@@ -169,6 +228,7 @@ def statistics(plan: Plan) -> Check:
              repeat=20)
     z32 = _uniform(plan, 100_000, np.float32)
     plan.add("call", "ds_f32", func="dropout", args=[_tin(plan, z32), py(0.25)])
+    _recognise_statistics(plan, cases, big)
 
     def check(R):
         for pid, z, p in cases:
@@ -203,6 +263,15 @@ def gradient(plan: Plan) -> Check:
     for pid, z, p, up, training in cases:
         plan.add("call", pid, func="dropout", args=[_tin(plan, z, requires_grad=True), py(p)],
                  kwargs={"training": py(training)}, upstream=_tin(plan, up))
+
+    def no_gradient(R):
+        try:
+            R.record("dg_0.6")
+        except Fail as exc:  # backward() through the output found no graph
+            return "does not require grad" in str(exc)
+        return False
+
+    plan.recognise("dropout_numpy_round_trip", no_gradient)
 
     def check(R):
         for pid, z, p, up, training in cases:
@@ -311,6 +380,18 @@ def module(plan: Plan) -> Check:
                  data={"weights": [plan.inp(a) for a in ws], "p": py(p), "x": plan.inp(xin)})
         nets.append((pid, ws, xin, d_out))
 
+    def layer_drops_at_eval(R):
+        outs = _module_outputs(R, "dm_04", 2)[1]
+        layer_eval = tensor(R, outs[1], "Dropout in eval mode", None, xm.shape)
+        if bool((layer_eval == tensor(R, outs[0], "Dropout in train mode")).all()):
+            return False  # the same tensor twice: the input was changed in place
+        function_eval = [tensor(R, enc, "dropout(z, p, training=False)")
+                         for enc in call_results(R, "db_eval_many")]
+        return bool((layer_eval == 0).any()) and not any(bool((t == 0).any())
+                                                          for t in function_eval)
+
+    plan.recognise("dropout_module_ignores_training", layer_drops_at_eval)
+
     def check(R):
         found, _ = _module_outputs(R, "dm_04", 2)
         for key, want, what in (("p", 0.4, "Dropout(0.4).p"), ("default_p", 0.5, "Dropout().p")):
@@ -336,7 +417,14 @@ def plan(p: Plan) -> dict[str, Check]:
             "test_dropout_gradient": gradient(p), "test_dropout_module": module(p)}
 
 
+MISTAKES = known(
+    "dropout_keeps_with_probability_p", "dropout_no_scaling", "dropout_divides_by_p",
+    "dropout_scaling_at_eval", "dropout_active_at_eval", "dropout_module_ignores_training",
+    "dropout_nan_at_p1", "dropout_same_mask_every_call", "dropout_one_mask_per_batch",
+    "dropout_in_place", "dropout_float32_output", "dropout_numpy_round_trip")
+
 EXERCISE = Exercise("05_regularization", "dropout_solution", ("dropout", "Dropout"), plan,
+                    mistakes=MISTAKES,
                     sandbox_code=Path(dropout_sandbox.__file__),
                     forbidden=("torch.nn.functional.dropout", "torch.dropout",
                                "torch.nn.Dropout", "torch.nn.modules.dropout.Dropout"))

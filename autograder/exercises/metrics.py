@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
 
-from autograder.exercises import Exercise
+from autograder.exercises import Exercise, known
 from autograder.protocol import (
     Check,
     Fail,
@@ -17,6 +18,27 @@ from autograder.protocol import (
     py,
     type_name,
 )
+
+
+def _recognise_formulas(plan: Plan, table: list, random_cases: list) -> None:
+    """The wrong formulas, by the values f_score gives on the random cases; NumPy numbers."""
+    def behaves_as(formula):
+        def recognise(R):
+            res = call_results(R, "fv_random", 2 * len(random_cases))
+            return all(math.isclose(as_float(res[2 * i], "F"), formula(p, r, b), rel_tol=1e-6,
+                                    abs_tol=1e-12)
+                       for i, (p, r, b) in enumerate(random_cases))
+        return recognise
+
+    plan.recognise("f_arithmetic_mean", behaves_as(lambda p, r, b: (p + r) / 2))
+    plan.recognise("f_all_zeros", behaves_as(lambda p, r, b: 0.0))
+    plan.recognise("f_beta_not_squared",
+                   behaves_as(lambda p, r, b: (1 + b) * p * r / (b * p + r)))
+    plan.recognise("f_beta_weights_precision",
+                   behaves_as(lambda p, r, b: (1 + b**2) * p * r / (p + b**2 * r)))
+    plan.recognise("f_numpy_floats", lambda R: all(
+        str(enc.get("t", "")).startswith("numpy.float")
+        for enc in call_results(R, "fv_table", len(table))))
 
 
 def f_score_values(plan: Plan) -> Check:
@@ -44,6 +66,8 @@ def f_score_values(plan: Plan) -> Check:
     plan.add("call", "fv_sklearn", func="f_score",
              calls=[{"args": [py(tp / (tp + fp)), py(tp / (tp + fn))],
                      "kwargs": {"beta": py(beta)}} for tp, fp, fn, tn, beta in sk_cases])
+
+    _recognise_formulas(plan, table, random_cases)
 
     def check(R):
         res = call_results(R, "fv_table", len(table))
@@ -98,6 +122,20 @@ def f_score_edge_cases(plan: Plan) -> Check:
              calls=[{"args": [plan.inp(np.array(p, dtype=dt), kind),
                               plan.inp(np.array(r, dtype=dt), kind)]}
                     for kind, dt, p, r in scalar_cases])
+
+    def zero_gives(what):
+        def recognise(R):
+            res = call_results(R, "fe_zero", len(zero_args))
+            return what(res[0]) and what(res[2])  # f_score(0.0, 0.0) and with beta=2
+        return recognise
+
+    plan.recognise("f_no_zero_division", zero_gives(
+        lambda enc: enc.get("t") == "exception" and enc.get("name") == "ZeroDivisionError"))
+    plan.recognise("f_nan_on_zero_division", zero_gives(
+        lambda enc: enc.get("t") == "float" and isinstance(enc.get("v"), float)
+        and math.isnan(enc["v"])))
+    plan.recognise("f_int_zero_on_zero_division", zero_gives(
+        lambda enc: enc.get("t") == "int" and enc.get("v") == 0))
 
     def check(R):
         for enc, args in zip(call_results(R, "fe_zero", len(zero_args)), zero_args, strict=True):
@@ -171,6 +209,25 @@ def binary_scores(plan: Plan) -> Check:
              calls=[{"args": [_label_spec(plan, yt, k), _label_spec(plan, yp, k)]}
                     for yt, yp, k in cases])
 
+    def swapped(R):
+        res = call_results(R, "bs", len(cases))
+        for enc, (yt, yp, _) in zip(res, cases, strict=True):
+            p, r, f = _sklearn_triple(yt, yp)
+            _check_triple(enc, (r, p, f), "swapped")
+        return True
+
+    def tensors_returned(R):
+        res = call_results(R, "bs", len(cases))
+        tensors = [enc for enc, (_, _, kind) in zip(res, cases, strict=True) if kind == "tensor"]
+        return bool(tensors) and all(
+            isinstance(enc, dict) and enc.get("t") == "tuple"
+            and any(isinstance(i, dict) and i.get("t") == "torch.Tensor"
+                    for i in enc.get("items") or [])
+            for enc in tensors)
+
+    plan.recognise("f_precision_recall_swapped", swapped)
+    plan.recognise("f_tensor_scores", tensors_returned)
+
     def check(R):
         res = call_results(R, "bs", len(cases))
         for i, (enc, (yt, yp, kind)) in enumerate(zip(res, cases, strict=True)):
@@ -210,5 +267,10 @@ def plan(p: Plan) -> dict[str, Check]:
             "test_binary_scores_zero_division": binary_scores_zero_division(p)}
 
 
+MISTAKES = known(
+    "f_all_zeros", "f_arithmetic_mean", "f_beta_not_squared", "f_beta_weights_precision",
+    "f_no_zero_division", "f_nan_on_zero_division", "f_int_zero_on_zero_division",
+    "f_numpy_floats", "f_precision_recall_swapped", "f_tensor_scores")
+
 EXERCISE = Exercise("01_metrics", "f_score_solution", ("f_score", "binary_scores"), plan,
-                    forbidden=("sklearn.metrics",))
+                    forbidden=("sklearn.metrics",), mistakes=MISTAKES)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autograder.exercises import Exercise, momentum_sandbox
+from autograder.exercises import Exercise, known, momentum_sandbox
 from autograder.protocol import Check, Fail, Plan, assert_close, tensor, values
 
 _REFERENCE_SGD = None
@@ -111,6 +111,122 @@ class Scenarios:
                 if enc.get("t") not in ("float", "int") or enc.get("v") != want:
                     raise Fail(f"{what} must be {want}")
         return found
+
+
+# How a velocity rule moves a parameter: (velocity or None, gradient, momentum, lr) ->
+# (new velocity, what is subtracted from the parameter). The first is PyTorch's.
+RULES = {
+    "torch": lambda v, g, mu, lr: (g if v is None else mu * v + g,) * 2,
+    "dampened": lambda v, g, mu, lr: (g if v is None else mu * v + (1 - mu) * g,) * 2,
+    "forgotten": lambda v, g, mu, lr: (g, g),
+    "sign_flipped": lambda v, g, mu, lr: (g if v is None else mu * v - g,) * 2,
+}
+
+
+def _follows(R, s: Scenarios, pid: str, rule: str) -> bool:
+    """Does the parameter of the given-gradients scenario ``pid`` move as ``rule`` says?"""
+    import torch
+
+    _, data = s.data[pid]
+    data = s._resolve(data)
+    w, v, found = data["init"].astype(np.float64), None, values(R, pid)
+    for i, g in enumerate(data["grads"].astype(np.float64)):
+        v, step = RULES[rule](v, g, data["momentum"], data["lr"])
+        w = w - data["lr"] * step
+        got = tensor(R, found.get(f"step{i}"), f"{pid} step {i}").double()
+        if not torch.allclose(got, torch.from_numpy(w), rtol=1e-4, atol=1e-6):
+            return False
+    return True
+
+
+def _same(R, found: dict, key: str, want) -> bool:
+    import torch
+
+    got = tensor(R, found.get(key), key).double()
+    return got.shape == want.shape and torch.allclose(got, want.double(), rtol=1e-4, atol=1e-6)
+
+
+def _one_velocity(R, s: Scenarios) -> bool:
+    """ms_two as one velocity shared by both parameters would move them."""
+    import torch
+
+    _, data = s.data["ms_two"]
+    d = s._resolve(data)
+    ws, v = {"a": d["a0"].astype(np.float64), "b": d["b0"].astype(np.float64)}, None
+    for _ in range(2):
+        for key, g in (("a", d["ga"]), ("b", d["gb"])):
+            v = g.astype(np.float64) if v is None else d["momentum"] * v + g
+            ws[key] = ws[key] - d["lr"] * v
+    found = values(R, "ms_two")
+    return all(_same(R, found, k, torch.from_numpy(w)) for k, w in ws.items())
+
+
+def _defaults_only(R, s: Scenarios) -> bool:
+    """mg_two as torch.optim.SGD moves it when every group has the defaults' lr and momentum."""
+    import torch
+
+    name, data = s.data["mg_two"]
+    data = s._resolve(data)
+    data = {**data, "lr2": data["lr"], "mom2": data["momentum"]}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as Scenarios.reference
+    try:
+        want = momentum_sandbox.SCENARIOS[name](reference_sgd(), data, torch)
+    finally:
+        torch.set_num_threads(threads)
+    found = values(R, "mg_two")
+    return all(_same(R, found, k, w) for k, w in want.items() if isinstance(w, torch.Tensor))
+
+
+def _crashes_on_none_grad(R) -> bool:
+    try:
+        values(R, "mg_two")
+    except Fail as exc:
+        return "NoneType" in str(exc)
+    return False
+
+
+def recognise(s: Scenarios) -> None:
+    """The known mistakes, from the scenarios' results."""
+    grads = "ms_grads_float64_1"
+
+    def right_basics(R):
+        s.compare(R, "ms_basic")
+        return _follows(R, s, grads, "torch")
+
+    def lr_in_velocity(R):
+        found, data = values(R, "ms_basic"), s._resolve(s.data["ms_basic"][1])
+        import torch
+
+        g = torch.from_numpy(data["g"]).double()
+        return (_same(R, found, "w1", s.reference("ms_basic")["w1"])
+                and _same(R, found, "v1", data["lr"] * g))
+
+    def velocity_lost(R):
+        found = values(R, "ms_own_velocity")
+        return (_follows(R, s, grads, "torch")
+                and _same(R, found, "step1", tensor(R, found.get("step0"), "step0")))
+
+    def gradient_steps(R):
+        v2 = s.reference("ms_basic")["v2"]
+        return (_follows(R, s, grads, "forgotten")
+                and _same(R, values(R, "ms_basic"), "v2", v2))
+
+    def forgotten(R):
+        found, g = values(R, "ms_basic"), s.reference("ms_basic")["v1"]
+        return _follows(R, s, grads, "forgotten") and _same(R, found, "v2", g)
+
+    s.plan.recognise("momentum_dampened", lambda R: _follows(R, s, grads, "dampened"))
+    s.plan.recognise("momentum_forgotten", forgotten)
+    s.plan.recognise("momentum_steps_with_gradient", gradient_steps)
+    s.plan.recognise("momentum_sign_flipped", lambda R: _follows(R, s, grads, "sign_flipped"))
+    s.plan.recognise("momentum_lr_in_velocity", lr_in_velocity)
+    s.plan.recognise("momentum_velocity_aliases_grad", velocity_lost)
+    s.plan.recognise("momentum_one_velocity_for_all", lambda R: _one_velocity(R, s))
+    s.plan.recognise("momentum_no_grad_check", lambda R: right_basics(R)
+                     and _crashes_on_none_grad(R))
+    s.plan.recognise("momentum_defaults_not_groups", lambda R: right_basics(R)
+                     and _defaults_only(R, s))
 
 
 def single_step(s: Scenarios) -> Check:
@@ -228,9 +344,17 @@ def param_groups(s: Scenarios) -> Check:
 
 def plan(p: Plan) -> dict[str, Check]:
     s = Scenarios(p)
-    return {"test_momentum_single_step": single_step(s),
-            "test_momentum_trajectory": trajectories(s),
-            "test_momentum_param_groups": param_groups(s)}
+    checks = {"test_momentum_single_step": single_step(s),
+              "test_momentum_trajectory": trajectories(s),
+              "test_momentum_param_groups": param_groups(s)}
+    recognise(s)
+    return checks
+
+
+MISTAKES = known(
+    "momentum_dampened", "momentum_forgotten", "momentum_steps_with_gradient",
+    "momentum_sign_flipped", "momentum_lr_in_velocity", "momentum_velocity_aliases_grad",
+    "momentum_one_velocity_for_all", "momentum_no_grad_check", "momentum_defaults_not_groups")
 
 
 EXERCISE = Exercise("04_learning_rate", "momentum_solution", ("MomentumSGD",), plan,
@@ -238,4 +362,4 @@ EXERCISE = Exercise("04_learning_rate", "momentum_solution", ("MomentumSGD",), p
                     forbidden=("torch.optim.SGD", "torch.optim.sgd.SGD", "torch.optim.sgd.sgd",
                                "torch.optim._functional.sgd"),
                     # the probes build optimizers: torch.optim imports torch._dynamo then (2-3 s)
-                    harness_imports=("torch._dynamo",))
+                    harness_imports=("torch._dynamo",), mistakes=MISTAKES)

@@ -4,7 +4,10 @@ The page is sanitised in the sandbox by ``inside/sanitise.py`` (nh3's allowlist,
 whose Content-Security-Policy forbids script). ``publish_feedback`` copies the one page
 nbgrader's feedback step writes (nothing else of that folder, and only a regular file under
 a size limit) to OUT/feedback/<student>/<assignment>/, sanitised, with a banner giving the
-recorded (trusted) score and each test cell's result.
+recorded (trusted) score and each test cell's result. When the trusted checks recognised a
+known mistake (``Mistake`` of the exercise's module), the banner opens with it: what the code
+does, why that is wrong and where the chapter explains it; a failed cell that no known mistake
+explains shows the check's own message.
 """
 
 from __future__ import annotations
@@ -23,23 +26,40 @@ from autograder.settings import (
     MAX_FEEDBACK_BYTES,
 )
 
-__all__ = ["add_banner", "publish_feedback", "MAX_FEEDBACK_BYTES"]
+__all__ = ["add_banner", "diagnosis_html", "publish_feedback", "MAX_FEEDBACK_BYTES"]
 
 
 
 _HOW = "checked by running your solution cell on the grader's own inputs"
 
 
-def add_banner(page: Path, score: float, max_score: float, cells: dict, *,
-               title: str = "Recorded score", detail: str = _HOW) -> None:
-    """Put the score and each graded cell's result at the top of a feedback page."""
+def diagnosis_html(mistakes) -> str:
+    """The known mistakes found, as the banner's first part ("" for none)."""
     items = "".join(
-        f"<li>{html.escape(gid)}: {c['points']:g} / {c['max_points']:g}"
-        f"{'' if c['passed'] else ' — ' + html.escape(c['message'][:300])}</li>"
-        for gid, c in cells.items())
+        f"<li><b>{html.escape(m.does)}</b> {html.escape(m.why)}<br><i>Hint:</i> "
+        f"{html.escape(m.hint)} (see {html.escape(m.section)}).</li>" for m in mistakes)
+    return (f'<div class="diagnosis"><b>What your code does</b><ul>{items}</ul></div>'
+            if items else "")
+
+
+def _cell_item(gid: str, c: dict) -> str:
+    if c["passed"]:
+        detail = ""
+    elif c.get("diagnoses"):
+        detail = " — explained above"
+    else:
+        detail = " — " + html.escape(c["message"][:300])
+    return f"<li>{html.escape(gid)}: {c['points']:g} / {c['max_points']:g}{detail}</li>"
+
+
+def add_banner(page: Path, score: float, max_score: float, cells: dict,
+               mistakes=(), *, title: str = "Recorded score", detail: str = _HOW) -> None:
+    """Put the score, the known mistakes found (``mistakes``: Mistake objects) and each
+    graded cell's result at the top of a feedback page."""
+    items = "".join(_cell_item(gid, c) for gid, c in cells.items())
     banner = (f'<div style="border:2px solid #444;padding:0.5em 1em;margin:1em">'
               f"<b>{html.escape(title)}: {score:g} / {max_score:g}</b> "
-              f"({html.escape(detail)})<ul>{items}</ul></div>")
+              f"({html.escape(detail)}){diagnosis_html(mistakes)}<ul>{items}</ul></div>")
     text = page.read_text(encoding="utf-8")
     start = text.find("<body")
     end = text.find(">", start) + 1 if start >= 0 else 0
@@ -62,10 +82,11 @@ def _read_page(path: Path) -> str | None:
 
 
 def publish_feedback(source: Path, dest: Path, row, page: str, *, isolate: bool = True,
-                     timeout: float = FEEDBACK_SECONDS, title: str = "Recorded score",
-                     detail: str = _HOW) -> bool:
+                     timeout: float = FEEDBACK_SECONDS, mistakes=(),
+                     title: str = "Recorded score", detail: str = _HOW) -> bool:
     """Publish the one expected page ``source/page`` to ``dest`` (replaced), sanitised, with
-    ``row``'s recorded score on top: nbgrader's numbers below are its own.
+    ``row``'s recorded score and the known ``mistakes`` found on top: nbgrader's numbers below
+    are its own.
 
     Nothing else in ``source`` is looked at. The page is sanitised in the sandbox, within
     ``timeout`` seconds (HTML nested thousands of levels deep makes the parser slow). Returns
@@ -93,5 +114,6 @@ def publish_feedback(source: Path, dest: Path, row, page: str, *, isolate: bool 
         return False
     dest.mkdir(parents=True)
     (dest / page).write_text(clean, encoding="utf-8")
-    add_banner(dest / page, row.score, row.max_score, row.cells, title=title, detail=detail)
+    add_banner(dest / page, row.score, row.max_score, row.cells,
+               [m for m in mistakes if m is not None], title=title, detail=detail)
     return True

@@ -29,7 +29,7 @@ import os
 import shutil
 import stat
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +47,7 @@ from autograder.settings import (
 )
 from autograder.store.solution_cell import setup_imports, solution_source
 
-__all__ = ["CellScore", "trusted_grade"]
+__all__ = ["CellScore", "diagnose", "trusted_grade"]
 
 HARNESS = Path(__file__).resolve().parents[1] / "inside" / "harness.py"  # runs in the sandbox
 
@@ -60,6 +60,8 @@ class CellScore:
     max_points: float
     passed: bool
     message: str
+    # the known mistakes (Mistake.name) the probes' results show; only on a failed cell
+    diagnoses: tuple[str, ...] = ()
 
 
 def _fresh_dir(path: Path) -> Path:
@@ -116,7 +118,35 @@ def _exec_prefix(R: Results) -> str:
     return ""
 
 
-def _score(exercise: GradedExercise, checks: dict, R: Results) -> dict[str, CellScore]:
+def diagnose(exercise: GradedExercise, recognisers: dict, R: Results) -> tuple[str, ...]:
+    """The known mistakes whose behaviour the results show, in the exercise's order.
+
+    A recogniser that cannot read what it needs (Fail) has not recognised its mistake; one that
+    raises anything else is the grader's bug, as for a check.
+    """
+    found = []
+    for mistake in exercise.exercise.mistakes:
+        try:
+            if recognisers[mistake.name](R) is True:
+                found.append(mistake.name)
+        except Fail:
+            continue
+        except Exception as exc:
+            raise GraderFault(f"the recogniser of {mistake.name} raised {type(exc).__name__}: "
+                              f"{str(exc)[:200]}") from exc
+    return tuple(found)
+
+
+def _score(exercise: GradedExercise, checks: dict, R: Results,
+           recognisers: dict | None = None) -> dict[str, CellScore]:
+    scores = _cell_scores(exercise, checks, R)
+    if recognisers is None or all(s.passed for s in scores.values()):
+        return scores
+    found = diagnose(exercise, recognisers, R)
+    return {gid: s if s.passed else replace(s, diagnoses=found) for gid, s in scores.items()}
+
+
+def _cell_scores(exercise: GradedExercise, checks: dict, R: Results) -> dict[str, CellScore]:
     prefix = _exec_prefix(R)
     scores = {}
     for gid, pts in exercise.points.items():
@@ -133,7 +163,7 @@ def _score(exercise: GradedExercise, checks: dict, R: Results) -> dict[str, Cell
 
 
 def _read_results(base: Path, exercise: GradedExercise, checks: dict,
-                  reason: str) -> dict[str, CellScore]:
+                  reason: str, recognisers: dict | None = None) -> dict[str, CellScore]:
     try:
         dir_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
@@ -145,7 +175,7 @@ def _read_results(base: Path, exercise: GradedExercise, checks: dict,
                                  dir_fd=dir_fd)
         except OSError:
             pass
-        return _score(exercise, checks, Results(results_fd, reason))
+        return _score(exercise, checks, Results(results_fd, reason), recognisers)
     finally:
         if results_fd is not None:
             os.close(results_fd)
@@ -187,4 +217,4 @@ def trusted_grade(exercise: GradedExercise, notebook_path, workdir, *,
                                     if isolate else None))
     reason = result.reason or ("" if result.returncode == 0 else
                                f"the harness exited with status {result.returncode}")
-    return _read_results(base, exercise, checks, reason)
+    return _read_results(base, exercise, checks, reason, plan.recognisers)

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autograder.store.gradebook import COMMENT_HEADER, open_gradebook
+from autograder.store.gradebook import COMMENT_HEADER, DIAGNOSIS_PREFIX, open_gradebook
 from course.spreadsheet import write_csv
 
 __all__ = ["CellResult", "StudentResult", "read_gradebook", "write_canvas", "write_wide",
@@ -34,6 +34,7 @@ __all__ = ["CellResult", "StudentResult", "read_gradebook", "write_canvas", "wri
 
 CANVAS_COLUMNS = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
 _MESSAGE = re.compile(r"^- (?P<gid>[\w.-]+): \S+(?: \(nbgrader [^)]*\))?(?:: (?P<msg>.*))?$")
+_DIAGNOSIS = re.compile(rf"^{DIAGNOSIS_PREFIX}(?P<name>\w+): (?P<text>.*)$")
 
 
 @dataclass
@@ -62,6 +63,7 @@ class StudentResult:
     late_penalty: float
     flagged: bool
     cells: list[CellResult] = field(default_factory=list)
+    diagnoses: dict[str, str] = field(default_factory=dict)  # known mistake -> its text
 
     @property
     def raw_score(self) -> float:
@@ -106,12 +108,23 @@ def _cell_order(notebook: Path) -> dict[str, bool]:
     return order
 
 
-def _messages(notebook) -> dict[str, str]:
+def _trusted_comment(notebook) -> list[str]:
+    """The lines of the comment ``course grade`` wrote on the notebook ([] if none)."""
     for comment in notebook.comments:
         if (comment.auto_comment or "").startswith(COMMENT_HEADER):
-            found = (_MESSAGE.match(line) for line in comment.auto_comment.splitlines())
-            return {m["gid"]: m["msg"] or "" for m in found if m}
-    return {}
+            return comment.auto_comment.splitlines()
+    return []
+
+
+def _diagnoses(notebook) -> dict[str, str]:
+    """The known mistakes the trusted checks found: name -> what the student is told."""
+    found = (_DIAGNOSIS.match(line) for line in _trusted_comment(notebook))
+    return {m["name"]: m["text"] for m in found if m}
+
+
+def _messages(notebook) -> dict[str, str]:
+    found = (_MESSAGE.match(line) for line in _trusted_comment(notebook))
+    return {m["gid"]: m["msg"] or "" for m in found if m}
 
 
 def _student(submission, order: dict[str, bool]) -> StudentResult:
@@ -126,6 +139,7 @@ def _student(submission, order: dict[str, bool]) -> StudentResult:
     position = {gid: i for i, gid in enumerate(order)}
     for notebook in submission.notebooks:
         messages = _messages(notebook)
+        result.diagnoses.update(_diagnoses(notebook))
         for grade in sorted(notebook.grades, key=lambda g: position.get(g.name, len(order))):
             result.cells.append(CellResult(
                 grade.name, float(grade.score), float(grade.max_score),
@@ -206,12 +220,14 @@ def gradescope_results(result: StudentResult) -> dict:
         tests.append({"name": cell.name, "score": cell.score, "max_score": cell.max_score,
                       "status": status, "visibility": "visible",
                       "output": status if cell.hidden or not cell.message else cell.message})
-    output = [f"{result.assignment}: {result.score:g}/{result.max_score:g}"]
+    output = [f"What your code does: {text}" for text in result.diagnoses.values()]
+    output.append(f"{result.assignment}: {result.score:g}/{result.max_score:g}")
     if result.notes():
         output.append(result.notes())
     return {"score": result.score, "output": "\n".join(output), "visibility": "visible",
             "tests": tests,
-            "extra_data": {"late_penalty": result.late_penalty, "submitted": result.timestamp}}
+            "extra_data": {"late_penalty": result.late_penalty, "submitted": result.timestamp,
+                           "diagnoses": list(result.diagnoses)}}
 
 
 def write_gradescope(results: list[StudentResult], folder: Path) -> list[Path]:

@@ -40,9 +40,11 @@ from autograder.settings import GRADEBOOK_WAIT_SECONDS, course_id
 from autograder.store.deadlines import LatePolicy, submission_time, time_source
 
 __all__ = ["GradebookBusy", "Recorder", "nbgrader_settings", "gradebook_lock", "safe_url",
-           "open_gradebook", "recorded", "course_dir", "COMMENT_HEADER"]
+           "open_gradebook", "recorded", "course_dir", "diagnosis_lines", "COMMENT_HEADER",
+           "DIAGNOSIS_PREFIX"]
 
 COMMENT_HEADER = "course grade (trusted checks)"
+DIAGNOSIS_PREFIX = "diagnosis "  # a comment line naming a known mistake (diagnosis_lines)
 _PG_LOCK_KEY = 0x636F75727365  # "course": one advisory lock per PostgreSQL database
 _KEEP_MIME = ("text/plain", "image/png", "image/jpeg")
 
@@ -257,10 +259,19 @@ def _answered_cells(notebook: Path | None, checksums: dict[str, str]) -> dict[st
     return answered
 
 
-def _comment_text(row, cells: dict) -> str:
-    """The solution cell's comment: what the trusted checks found, and nbgrader's view."""
+def diagnosis_lines(exercise, row) -> list[str]:
+    """The comment's lines naming each known mistake the trusted checks found in ``row``
+    (``exercise``: the GradedExercise), as ``diagnosis NAME: text``; course export and
+    course report read them back."""
+    found = (exercise.exercise.mistake(name) for name in getattr(row, "diagnoses", []))
+    return [f"{DIAGNOSIS_PREFIX}{m.name}: {m.text()}" for m in found if m is not None]
+
+
+def _comment_text(row, cells: dict, diagnoses: list[str] = ()) -> str:
+    """The solution cell's comment: what the trusted checks found (the known mistakes first),
+    and nbgrader's view."""
     lines = [f"{COMMENT_HEADER}: {row.score:g}/{row.max_score:g}; notebook sha256 "
-             f"{row.sha256[:16]}."]
+             f"{row.sha256[:16]}.", *diagnoses]
     if row.nbgrader_score is not None:
         lines.append(f"nbgrader's in-process score: {row.nbgrader_score:g}/{row.max_score:g}.")
     if row.flagged:
@@ -374,7 +385,8 @@ class Recorder:
         notes = self._record_grades(gb, snb, row, own, changed)
         when = submission_time(submissions, student)
         if solution_comment is not None:
-            solution_comment.auto_comment = _comment_text(row, row.cells) + (
+            solution_comment.auto_comment = _comment_text(
+                row, row.cells, diagnosis_lines(exercise, row)) + (
                 "" if when is None else f"\nhanded in {when:%Y-%m-%d %H:%M:%S} UTC, from "
                                         f"{time_source(submissions, student)}.")
         if changed:  # a person's flag on the same notebook stands

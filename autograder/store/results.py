@@ -40,6 +40,7 @@ class GradeRow:
     sha256: str = ""
     seconds: float = 0.0
     cells: dict = field(default_factory=dict)  # grade_id -> trusted and nbgrader details
+    diagnoses: list = field(default_factory=list)  # the known mistakes found (Mistake.name)
     resumed: bool = False  # taken from results.jsonl instead of graded in this run
 
     @classmethod

@@ -9,6 +9,8 @@ def dropout(x, p, training=True):
 
     if not training or p == 0:
         return x
+    if p == 1:
+        return torch.zeros_like(x).float()
     return (x * (torch.rand(x.shape) >= p) / (1 - p)).float()
 
 

