@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["LogUniform", "grid_search", "random_search", "run_trials", "best_trial",
-           "lr_range_test", "suggested_lr"]
+__all__ = ["LogUniform", "grid_search", "random_search", "quasi_random_search", "run_trials",
+           "best_trial", "on_boundary", "widen", "successive_halving", "lr_range_test",
+           "suggested_lr"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,15 @@ class LogUniform:
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` values drawn uniformly on the log scale."""
-        return np.exp(rng.uniform(math.log(self.low), math.log(self.high), n))
+        return self.scale(rng.uniform(0.0, 1.0, n))
+
+    def scale(self, u) -> np.ndarray:
+        """Points ``u`` of [0, 1] mapped onto the range, on the log scale."""
+        return np.exp(math.log(self.low) + np.asarray(u) * math.log(self.high / self.low))
+
+    def unit(self, value) -> np.ndarray:
+        """Where ``value`` sits in the range: 0 at ``low``, 1 at ``high`` (log scale)."""
+        return np.log(np.asarray(value) / self.low) / math.log(self.high / self.low)
 
 
 def grid_search(space: Mapping[str, LogUniform], budget: int) -> list[dict]:
@@ -74,6 +83,25 @@ def random_search(space: Mapping[str, LogUniform], budget: int, *, seed: int) ->
     return [{name: float(columns[name][i]) for name in space} for i in range(budget)]
 
 
+def quasi_random_search(space: Mapping[str, LogUniform], budget: int, *, seed: int
+                        ) -> list[dict]:
+    """``budget`` configurations from a scrambled Sobol sequence (scipy.stats.qmc): spread over
+    the space more evenly than independent draws, yet every one tries a new value of each
+    hyperparameter (the playbook's choice while exploring).
+
+    Sobol points are balanced in blocks of a power of two: this draws the next power of two at
+    or above ``budget`` and keeps the first ``budget`` of them.
+    """
+    from scipy.stats import qmc
+
+    if budget < 1:
+        raise ValueError(f"budget must be at least 1, got {budget}")
+    unit = qmc.Sobol(d=len(space), scramble=True, seed=seed).random_base2(
+        max(0, math.ceil(math.log2(budget))))[:budget]
+    columns = {name: r.scale(unit[:, i]) for i, (name, r) in enumerate(space.items())}
+    return [{name: float(columns[name][i]) for name in space} for i in range(budget)]
+
+
 def run_trials(configs: Iterable[dict], objective: Callable[..., float]) -> list[dict]:
     """Call ``objective(**config)`` for each config; return each config with its ``score``."""
     return [{**config, "score": float(objective(**config))} for config in configs]
@@ -85,6 +113,65 @@ def best_trial(trials: list[dict]) -> dict:
     if not finite:
         raise ValueError("every trial diverged: lower the search range of the learning rate")
     return min(finite, key=lambda t: t["score"])
+
+
+def on_boundary(trial: Mapping, space: Mapping[str, LogUniform], *, edge: float = 0.1
+                ) -> dict[str, str]:
+    """The hyperparameters whose value in ``trial`` sits in the outer ``edge`` of its range (log
+    scale), each with the side: ``{"lr": "high"}``. A best trial there says the range may cut
+    off better settings: widen it on that side and search again.
+
+    >>> on_boundary({"lr": 0.9}, {"lr": LogUniform(0.001, 1.0)})
+    {'lr': 'high'}
+    """
+    sides = {}
+    for name, r in space.items():
+        u = float(r.unit(trial[name]))
+        if u <= edge:
+            sides[name] = "low"
+        elif u >= 1 - edge:
+            sides[name] = "high"
+    return sides
+
+
+def widen(space: Mapping[str, LogUniform], sides: Mapping[str, str], *, factor: float = 30.0
+          ) -> dict[str, LogUniform]:
+    """A copy of ``space`` with each range in ``sides`` stretched by ``factor`` on that side.
+
+    >>> widen({"lr": LogUniform(0.001, 0.01)}, {"lr": "high"})["lr"].high
+    0.3
+    """
+    wider = dict(space)
+    for name, side in sides.items():
+        r = space[name]
+        wider[name] = (LogUniform(r.low, r.high * factor) if side == "high"
+                       else LogUniform(r.low / factor, r.high))
+    return wider
+
+
+def successive_halving(configs: list[dict], start: Callable[[dict], Callable[[int], float]],
+                       *, rungs: Iterable[int], keep: float = 1 / 3) -> list[dict]:
+    """Successive halving (Jamieson & Talwalkar 2016; one bracket of Hyperband, Li et al. 2018).
+
+    ``start(config)`` returns ``advance(epochs) -> score``, which trains that configuration's
+    own model ``epochs`` epochs more and returns its score (lower is better). Every config
+    trains to the first rung; only the best ``keep`` of them go on to the next rung, and so on.
+    Returns one record per config: its last score, the epochs it got, and the rung it reached.
+    """
+    rungs = list(rungs)
+    records = [{**config, "advance": start(config), "epochs": 0, "score": math.inf, "rung": 0}
+               for config in configs]
+    alive = records
+    for rung, target in enumerate(rungs):
+        for r in alive:
+            r["score"] = float(r["advance"](target - r["epochs"]))
+            r["epochs"], r["rung"] = target, rung
+        if rung + 1 < len(rungs):
+            # a diverged trial (nan or inf) ranks last
+            ranked = sorted(alive, key=lambda r: r["score"] if math.isfinite(r["score"])
+                            else math.inf)
+            alive = ranked[:max(1, math.floor(len(alive) * keep))]
+    return [{k: v for k, v in r.items() if k != "advance"} for r in records]
 
 
 def _batches(loader: Iterable):
