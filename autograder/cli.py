@@ -121,10 +121,12 @@ def _summarise(rows, args, seconds: float, gradebook: str) -> int:
     return 0
 
 
-def cmd_export(args) -> int:
+def _gradebook_results(args):
+    """(gradebook URL, notebooks by assignment, the gradebook's results) for ``course export``
+    and ``course report``, or the exit code after saying what is wrong."""
     from autograder.exercises import RegistryError, registry
-    from autograder.store.export import read_gradebook, write_canvas, write_gradescope, write_wide
-    from autograder.store.gradebook import nbgrader_settings, safe_url
+    from autograder.store.export import read_gradebook
+    from autograder.store.gradebook import nbgrader_settings
     from course.notebooks import find_root
 
     root = find_root(args.root)
@@ -142,6 +144,17 @@ def cmd_export(args) -> int:
     db_url = args.db or db_url
     notebooks = {a: graded[a].notebook for a in (args.assignments or graded)}
     results = read_gradebook(db_url, course_id, notebooks)
+    return db_url, notebooks, results
+
+
+def cmd_export(args) -> int:
+    from autograder.store.export import write_canvas, write_gradescope, write_wide
+    from autograder.store.gradebook import safe_url
+
+    found = _gradebook_results(args)
+    if isinstance(found, int):
+        return found
+    db_url, notebooks, results = found
     if not results:
         print(f"error: no graded submissions of {', '.join(notebooks)} in {safe_url(db_url)}: "
               "run `course grade` first (with the same --db)", file=sys.stderr)
@@ -162,28 +175,14 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from autograder.exercises import RegistryError, registry
     from autograder.report import build_report, write_report
-    from autograder.store.export import read_gradebook
-    from autograder.store.gradebook import nbgrader_settings, safe_url
+    from autograder.store.gradebook import safe_url
     from autograder.store.results import read_results
-    from course.notebooks import find_root
 
-    root = find_root(args.root)
-    try:
-        graded = registry(root)
-    except RegistryError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    unknown = sorted(set(args.assignments) - set(graded))
-    if unknown:
-        print(f"error: no graded assignment {', '.join(unknown)}; graded: {', '.join(graded)}",
-              file=sys.stderr)
-        return 2
-    db_url, course_id = nbgrader_settings(root)
-    db_url = args.db or db_url
-    notebooks = {a: graded[a].notebook for a in (args.assignments or graded)}
-    results = read_gradebook(db_url, course_id, notebooks)
+    found = _gradebook_results(args)
+    if isinstance(found, int):
+        return found
+    db_url, notebooks, results = found
     rows = [r for folder in args.results for r in read_results(folder)
             if r.assignment in notebooks]
     if not results and not rows:
