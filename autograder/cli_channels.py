@@ -75,7 +75,8 @@ def add_feedback_command(sub) -> None:
                          "release_feedback` needs beside it.")
     fbk.add_argument("assignment", help="a graded chapter folder, e.g. 01_metrics")
     fbk.add_argument("--db", default=None, metavar="URL",
-                     help="the gradebook (default: nbgrader's db_url, gradebook.db of the course "
+                     help="the gradebook, SQLite or postgresql://... (default: nbgrader's db_url, "
+                     "gradebook.db of the course "
                      "directory)")
     fbk.add_argument("--no-isolation", action="store_true",
                      help="render without the sandbox (only where it cannot work)")

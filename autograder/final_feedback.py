@@ -7,6 +7,11 @@ scores, comments, late penalty), from the notebook formgrader shows (hidden test
 sanitised), in the sandbox; the page is sanitised again and topped with the final score, and
 put where nbgrader's ``release_feedback`` looks (``feedback/<student>/<assignment>/`` of the
 course directory), with the ``timestamp.txt`` and ``submission_secret.txt`` it needs beside it.
+
+The gradebook is read once, as one consistent snapshot taken into a SQLite file (a SQLite
+gradebook by its backup API, a PostgreSQL one table by table in one repeatable-read
+transaction): the banners and nbgrader's pages come from the same state, even while formgrader
+writes, and the sandbox sees a file, never the instructors' database server.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from autograder.isolation.environment import sandbox_env
 from autograder.isolation.sandbox import run_sandboxed
 from autograder.settings import FEEDBACK_MEMORY_MB, FEEDBACK_SECONDS
 from autograder.steps.feedback import publish_feedback
-from autograder.store.gradebook import course_dir, nbgrader_settings, open_gradebook
+from autograder.store.gradebook import course_dir, nbgrader_settings, open_gradebook, safe_url
 from autograder.store.submissions import STUDENT_ID
 
 __all__ = ["FeedbackError", "Final", "final_feedback"]
@@ -47,6 +52,35 @@ class Final:
     cells: dict = field(default_factory=dict)
 
 
+def _snapshot(db_url: str, course_id: str, dest: Path) -> None:
+    """The gradebook at ``db_url`` as it is now, in the SQLite file ``dest``."""
+    from sqlalchemy import create_engine, delete, insert, select
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite":
+        with sqlite3.connect(url.database) as src, sqlite3.connect(dest) as dst:
+            src.backup(dst)  # a gradebook formgrader may be writing: never a torn copy
+        return
+    from nbgrader.api import Base
+
+    with open_gradebook(f"sqlite:///{dest}", course_id):
+        pass  # nbgrader's schema, stamped with its revision as nbgrader expects
+    source, target = create_engine(db_url), create_engine(f"sqlite:///{dest}")
+    try:
+        with source.connect().execution_options(isolation_level="REPEATABLE READ") as src, \
+                target.begin() as dst:
+            for table in reversed(Base.metadata.sorted_tables):
+                dst.execute(delete(table))  # the course row nbgrader made: the source's instead
+            for table in Base.metadata.sorted_tables:
+                rows = [dict(row._mapping) for row in src.execute(select(table))]
+                if rows:
+                    dst.execute(insert(table), rows)
+    finally:
+        source.dispose()
+        target.dispose()
+
+
 def _finals(db_url: str, course_id: str, assignment: str, notebook: str) -> list[Final]:
     finals = []
     with open_gradebook(db_url, course_id) as gb:
@@ -64,43 +98,58 @@ def _finals(db_url: str, course_id: str, assignment: str, notebook: str) -> list
     return finals
 
 
-def _scratch_course(scratch: Path, root: Path, db_file: Path, graded: Path, student: str,
+def _scratch_course(scratch: Path, root: Path, snapshot: Path, graded: Path, student: str,
                     assignment: str) -> None:
-    """The course folder the sandbox sees: configuration, a consistent copy of the gradebook,
-    the student's graded notebook and nothing else."""
+    """The course folder the sandbox sees: configuration, the gradebook's snapshot, the
+    student's graded notebook and nothing else."""
     scratch.mkdir(parents=True)
     shutil.copyfile(Path(root) / "autograder" / "nbgrader_config.py",
                     scratch / "nbgrader_config.py")
-    with sqlite3.connect(db_file) as src, sqlite3.connect(scratch / "gradebook.db") as dst:
-        src.backup(dst)  # a gradebook formgrader may be writing: never a torn copy
+    shutil.copyfile(snapshot, scratch / "gradebook.db")
     shutil.copytree(graded, scratch / "autograded" / student / assignment)
 
 
 def final_feedback(root: Path, assignment: str, *, db_url: str | None = None,
-                   isolate: bool = True, say=print) -> tuple[list[str], list[str]]:
-    """(students whose page was made, students whose page could not be) for ``assignment``."""
-    from sqlalchemy.engine import make_url
+                   isolate: bool = True, say=print,
+                   cdir: Path | None = None) -> tuple[list[str], list[str]]:
+    """(students whose page was made, students whose page could not be) for ``assignment``.
 
+    ``cdir`` is the course directory holding formgrader's ``autograded/`` (default: beside a
+    SQLite gradebook, else ``root``, as ``course grade`` records it)."""
     exercise = exercise_for(assignment, root)
     default_url, course_id = nbgrader_settings(root)
     db_url = db_url or default_url
-    url = make_url(db_url)
-    if url.get_backend_name() != "sqlite" or not url.database:
-        raise FeedbackError(f"`course feedback` reads a SQLite gradebook (gradebook.db); "
-                            f"{url.get_backend_name()} is not supported yet: render the pages "
-                            "with nbgrader generate_feedback on the server's course folder")
-    cdir = course_dir(db_url, root)
+    cdir = Path(cdir) if cdir else course_dir(db_url, root)
     page = Path(exercise.notebook_name).with_suffix(".html").name
+    work = cdir / ".course-feedback"
+    remove(work)
+    work.mkdir(parents=True)
+    snapshot = work / "gradebook.db"
+    try:
+        try:
+            _snapshot(db_url, course_id, snapshot)
+        except Exception as err:  # noqa: BLE001 - said with what to do, nothing is written
+            reason = " ".join(str(err).split())[:200]
+            raise FeedbackError(f"cannot read the gradebook {safe_url(db_url)} "
+                                f"({type(err).__name__}: {reason}); check --db and that "
+                                "the server is reachable, then run `course feedback` again") \
+                from err
+        return _pages(root, assignment, exercise, course_id, snapshot, cdir, page, isolate, say)
+    finally:
+        remove(work)
+
+
+def _pages(root, assignment, exercise, course_id, snapshot, cdir, page, isolate, say):
     made, failed = [], []
-    for final in _finals(db_url, course_id, assignment, Path(exercise.notebook_name).stem):
+    for final in _finals(f"sqlite:///{snapshot}", course_id, assignment,
+                         Path(exercise.notebook_name).stem):
         student = final.student_id
         graded = cdir / "autograded" / student / assignment
         if not STUDENT_ID.fullmatch(student) or not (graded / exercise.notebook_name).is_file():
             failed.append(student)
             say(f"{student}: no graded notebook in {graded}: run `course grade` first")
             continue
-        if _render(root, Path(url.database), graded, student, assignment, page, final, cdir,
-                   isolate):
+        if _render(root, snapshot, graded, student, assignment, page, final, cdir, isolate):
             made.append(student)
             say(f"{student}: {final.score:g} / {final.max_score:g}"
                 + (f" (late penalty {final.late_penalty:g})" if final.late_penalty else ""))
@@ -111,12 +160,12 @@ def final_feedback(root: Path, assignment: str, *, db_url: str | None = None,
     return made, failed
 
 
-def _render(root: Path, db_file: Path, graded: Path, student: str, assignment: str, page: str,
+def _render(root: Path, snapshot: Path, graded: Path, student: str, assignment: str, page: str,
             final: Final, cdir: Path, isolate: bool) -> bool:
     scratch = cdir / ".course-feedback" / student
     remove(scratch)
     try:
-        _scratch_course(scratch, root, db_file, graded, student, assignment)
+        _scratch_course(scratch, root, snapshot, graded, student, assignment)
         result = run_sandboxed(
             [sys.executable, "-P", "-m", "autograder.inside.feedback_worker", assignment,
              student], workdir=scratch, timeout=FEEDBACK_SECONDS, isolate=isolate,
@@ -139,8 +188,6 @@ def _render(root: Path, db_file: Path, graded: Path, student: str, assignment: s
         return True
     finally:
         remove(scratch)
-        if scratch.parent.is_dir() and not any(scratch.parent.iterdir()):
-            scratch.parent.rmdir()
 
 
 def _detail(final: Final) -> str:

@@ -26,6 +26,7 @@ from filelock import FileLock
 from postgres import PostgresServer, find_binaries
 
 from autograder.exercises import exercise_for
+from autograder.final_feedback import FeedbackError, final_feedback
 from autograder.isolation.sandbox import isolation_available
 from autograder.store.deadlines import LatePolicy
 from autograder.store.gradebook import (
@@ -315,6 +316,11 @@ DEADLINE = datetime(2026, 10, 5, 21, 59, tzinfo=timezone.utc)
 def late_class(graded_class, tmp_path):
     """The class recorded with a deadline: solution 36 h late (timestamp.txt), untouched on
     time (timestamp.txt), f-arithmetic-mean 3 days late (the notebook's file time)."""
+    db = f"sqlite:///{tmp_path}/gradebook.db"
+    return _record_late(graded_class, tmp_path, db)
+
+
+def _record_late(graded_class, tmp_path: Path, db: str):
     subs, out, root = graded_class
     late_subs = tmp_path / "subs"
     shutil.copytree(subs, late_subs)
@@ -323,7 +329,6 @@ def late_class(graded_class, tmp_path):
     (late_subs / "untouched" / "timestamp.txt").write_text("2026-10-05 20:00:00.000000 UTC")
     stamp = (DEADLINE + timedelta(days=3)).timestamp()
     os.utime(late_subs / "f-arithmetic-mean" / f"{ASSIGNMENT}.ipynb", (stamp, stamp))
-    db = f"sqlite:///{tmp_path}/gradebook.db"
     policy = LatePolicy(deadline=DEADLINE, per_day=0.1, max_fraction=0.5, grace_minutes=15)
     _record(db, out, late_subs, tmp_path, root, policies={ASSIGNMENT: policy})
     return db, out, root
@@ -377,18 +382,48 @@ def test_feedback_again_shows_the_manual_score_the_comment_and_the_penalty(late_
     """`course feedback` after grading by hand (issue 30): the page shows the final state, and
     beside it what `nbgrader release_feedback` needs."""
     db, _, root = late_class
-    with open_gradebook(db, COURSE_ID) as gb:
-        gb.find_grade("explain_f_score", ASSIGNMENT, ASSIGNMENT, "solution").manual_score = 1.5
-        gb.find_comment("explain_f_score", ASSIGNMENT, ASSIGNMENT, "solution").manual_comment = (
-            "Right idea <script>x</script>; say why the harmonic mean.")
-        gb.db.commit()
+    _grade_by_hand(db)
     isolate, _ = isolation_available()
     result = subprocess.run([sys.executable, "-m", "autograder.cli", "feedback", ASSIGNMENT,
                              "--db", db, "--root", str(root)]
                             + ([] if isolate else ["--no-isolation"]),
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    folder = tmp_path / "feedback" / "solution" / ASSIGNMENT
+    _check_final_pages(tmp_path)
+
+
+@pytest.mark.sandbox
+def test_feedback_again_from_a_postgresql_gradebook(graded_class, postgres, tmp_path):
+    """The same pages from a gradebook on a PostgreSQL server: read once, as one snapshot."""
+    db = postgres.url("gb_" + os.urandom(6).hex())
+    _, _, root = _record_late(graded_class, tmp_path, db)
+    _grade_by_hand(db)
+    said = []
+    made, failed = final_feedback(root, ASSIGNMENT, db_url=db, cdir=tmp_path,
+                                  isolate=isolation_available()[0], say=said.append)
+    assert sorted(made) == sorted(STUDENTS) and not failed, said
+    _check_final_pages(tmp_path)
+    assert not (tmp_path / ".course-feedback").exists()
+
+
+def test_feedback_from_an_unreachable_gradebook_says_what_to_do(graded_class, tmp_path):
+    _, _, root = graded_class
+    with pytest.raises(FeedbackError, match="cannot read the gradebook .*check --db"):
+        final_feedback(root, ASSIGNMENT, db_url="postgresql://course@127.0.0.1:1/none",
+                       cdir=tmp_path, say=lambda _: None)
+    assert not any(tmp_path.iterdir())
+
+
+def _grade_by_hand(db: str) -> None:
+    with open_gradebook(db, COURSE_ID) as gb:
+        gb.find_grade("explain_f_score", ASSIGNMENT, ASSIGNMENT, "solution").manual_score = 1.5
+        gb.find_comment("explain_f_score", ASSIGNMENT, ASSIGNMENT, "solution").manual_comment = (
+            "Right idea <script>x</script>; say why the harmonic mean.")
+        gb.db.commit()
+
+
+def _check_final_pages(course: Path) -> None:
+    folder = course / "feedback" / "solution" / ASSIGNMENT
     text = (folder / f"{ASSIGNMENT}.html").read_text(encoding="utf-8")
     # 6 tested + 1.5 by hand - 1.6 late (36 h: 2 started days x 10% of 8)
     assert "Final score: 5.9 / 8" in text and "late penalty 1.6 point(s) taken off" in text
@@ -396,7 +431,7 @@ def test_feedback_again_shows_the_manual_score_the_comment_and_the_penalty(late_
     assert "<script" not in text.lower() and "BEGIN HIDDEN TESTS" not in text
     assert (folder / "timestamp.txt").read_text().startswith(
         (DEADLINE + timedelta(hours=36)).strftime("%Y-%m-%d %H:%M:%S"))
-    assert sorted(p.name for p in (tmp_path / "feedback").iterdir()) == sorted(
+    assert sorted(p.name for p in (course / "feedback").iterdir()) == sorted(
         ["solution", "untouched", "f-arithmetic-mean"])
 
 
