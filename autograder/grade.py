@@ -217,6 +217,11 @@ def _check_options(timeout: float, cell_timeout: int | None, isolate: bool) -> N
     if not timeout > 0 or (cell_timeout is not None and not 0 < cell_timeout < timeout):
         raise ValueError(f"need 0 < cell timeout < timeout, got cell timeout {cell_timeout} "
                          f"and timeout {timeout} (seconds)")
+    from autograder.isolation.environment import packages_mismatch
+
+    mismatch = packages_mismatch()
+    if mismatch:
+        raise ValueError(mismatch)
     if isolate:
         from autograder.isolation.sandbox import isolation_available
 

@@ -1,5 +1,6 @@
 """The `course` command."""
 
+import shutil
 import subprocess
 import sys
 
@@ -127,3 +128,24 @@ def test_samples_with_parameters_set_them_as_papermill_does(tmp_path):
         namespace = {}
         exec(injected.source, namespace)  # noqa: S102 - the cell papermill would run
         assert {k: namespace[k] for k in params} == params
+
+
+@pytest.mark.slow
+def test_grade_from_a_folder_with_its_own_copy_says_so(tmp_path):
+    """`python -m autograder.cli` in a folder holding another copy of the packages runs that
+    copy, while the sandbox's Python imports the installed one: said before anything runs,
+    never a class of zeros ("the harness exited with status 1")."""
+    from course.notebooks import find_root
+
+    root = find_root()
+    for package in ("autograder", "course"):
+        shutil.copytree(root / package, tmp_path / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "subs").mkdir()
+    result = subprocess.run([sys.executable, "-m", "autograder.cli", "grade", "01_metrics",
+                             "subs", "--out", "out", "--root", str(root)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"runs the grader from {tmp_path / 'autograder'}" in result.stderr
+    assert "Run the installed `course` command" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -10,10 +10,11 @@ command (``HOME`` is the work folder) or added by the caller with ``extra``.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["IMPORT_TIME", "sandbox_env"]
+__all__ = ["IMPORT_TIME", "packages_mismatch", "sandbox_env"]
 
 # the same for every zygote and every command (nothing of the instructor's environment)
 IMPORT_TIME = {
@@ -50,3 +51,32 @@ def sandbox_env(workdir, extra: dict | None = None) -> dict[str, str]:
                              "sandboxed command (autograder/isolation/environment.py)")
         env[name] = value
     return env
+
+
+def packages_mismatch() -> str:
+    """Why the commands the grader starts would import another ``autograder`` or ``course``
+    than this process ("" when they import the same).
+
+    Every sandboxed command is a new ``python -I`` (or a fork of one), which imports the
+    installed packages; ``python -m autograder.cli`` run in a folder that holds its own copy
+    puts that copy first on this process's path. The two halves would then disagree, and the
+    sandboxed half fails without a word the grader may trust (its output is the student's)."""
+    import autograder
+    import course
+
+    ours = [str(Path(m.__file__).resolve().parent) for m in (autograder, course)]
+    probe = subprocess.run(
+        [sys.executable, "-I", "-c", "import autograder, course, pathlib; print("
+         "pathlib.Path(autograder.__file__).resolve().parent); print(pathlib.Path("
+         "course.__file__).resolve().parent)"],
+        cwd="/", env=sandbox_env("/tmp"), capture_output=True, text=True, timeout=60,
+        check=False)
+    theirs = probe.stdout.split("\n")[:2]
+    if probe.returncode == 0 and theirs == ours:
+        return ""
+    seen = (f"imports them from {', '.join(theirs)}" if probe.returncode == 0 else
+            f"cannot import them ({(probe.stderr.strip().splitlines() or ['?'])[-1][:200]})")
+    return (f"this command runs the grader from {', '.join(ours)}, but a new Python of this "
+            f"environment (what grades in the sandbox) {seen}. Run the installed `course` "
+            "command, or `python -m autograder.cli` from a folder without its own autograder/ "
+            f"and course/, or install this copy: pip install -e {Path(ours[0]).parent}")
