@@ -184,7 +184,8 @@ def unpack_download(archive: Path, dest: Path, *, zone: str | None = None) -> Pa
                     raise DownloadError(f"{archive}: cannot unpack {info.filename[:120]!r} "
                                         f"({err.strerror}): unzip it and look") from err
                 if channel != "canvas":  # Canvas's entry times are when it made the zip
-                    _note_time(times, parts[0], path, *_when(info, tz))
+                    _note_time(times, parts[0], path, *_when(info, tz),
+                               entry=info.filename.replace("\\", "/").split("/")[0])
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as err:
         raise DownloadError(f"{archive} is not a zip this can read ({err}): download it "
                             "again from the LMS") from err
@@ -205,18 +206,20 @@ def _zone(zone: str | None):
                             "give an IANA name such as Europe/Berlin or UTC") from err
 
 
-def _note_time(times: dict, top: str, path: Path, when: datetime | None, source: str) -> None:
+def _note_time(times: dict, top: str, path: Path, when: datetime | None, source: str, *,
+               entry: str) -> None:
     """The entry's time: the latest of its notebooks' (as ``deadlines.py`` takes a folder's)."""
     if when is not None:
         os.utime(path, (when.timestamp(), when.timestamp()))
     known = times.get(top)
     if known is None or (when is not None and (known["time"] is None
                                                or when.isoformat() > known["time"])):
-        times[top] = {"time": None if when is None else when.isoformat(), "source": source}
+        times[top] = {"time": None if when is None else when.isoformat(), "source": source,
+                      "entry": entry[:120]}
 
 
 def _check_times(archive: Path, times: dict) -> None:
-    untimed = sorted(top for top, t in times.items() if t["time"] is None)
+    untimed = sorted(t["entry"] for t in times.values() if t["time"] is None)
     if untimed:
         raise DownloadError(
             f"{archive}: the entry times of {len(untimed)} submission(s) (e.g. "
