@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from autograder import settings
-from autograder.cli_channels import add_feedback_command, export_to_lms
+from autograder.cli_channels import add_feedback_command, add_lms_options, export_to_lms
 from autograder.cluster_tls import add_certs_command, add_tls_options
 from course.cli import PRIVATE_COMMANDS, add_student_commands, print_table, run_command
 
@@ -74,8 +74,9 @@ def cmd_grade(args) -> int:
                      workers=args.workers, isolate=not args.no_isolation, timeout=args.timeout,
                      cell_timeout=args.cell_timeout, on_row=progress, gradebook=recorder,
                      scheduler=args.scheduler, budgets=not args.flat_limits,
-                     security=grade_security(args),
-                     keep_work=args.keep_work)
+                     security=grade_security(args), keep_work=args.keep_work,
+                     roster=args.roster, roster_column=args.roster_column,
+                     zip_time_zone=args.zip_time_zone)
     except (ClusterError, BudgetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -337,7 +338,8 @@ def _add_grade(sub) -> None:
                          "in a sandbox; write OUT/grades.csv and OUT/feedback/. Rerunning "
                          "with the same OUT resumes: graded notebooks are not graded again.")
     grd.add_argument("assignment", help="chapter folder, e.g. 05_regularization")
-    grd.add_argument("submissions", type=Path, help="folder of <student>/ or <student>.zip")
+    grd.add_argument("submissions", type=Path, help="folder of <student>/ or <student>.zip, "
+                     "or the LMS's download zip as it is (Canvas, Moodle)")
     grd.add_argument("--out", type=Path, required=True, help="output folder")
     grd.add_argument("--workers", type=int, default=None,
                      help="students graded at once (default: the number of CPU cores)")
@@ -367,6 +369,7 @@ def _add_grade(sub) -> None:
                      "certificates (`course cluster-certs`, autograder/CLUSTER.md), instead of "
                      "--workers threads here; this machine still writes every result")
     add_tls_options(grd)
+    add_lms_options(grd)
     grd.add_argument("--db", default=None, metavar="URL",
                      help="nbgrader gradebook to record into, any SQLAlchemy URL, e.g. "
                      "postgresql://user@host/course (default: nbgrader's db_url, the "

@@ -1,4 +1,5 @@
-"""The channels' commands of ``course``: the LMS's own files filled by ``course export``, and
+"""The channels' commands of ``course``: ``course grade``'s options for the LMS's own files
+(its download zip's times, its roster), the LMS's own files filled by ``course export``, and
 ``course feedback`` (pages again from the gradebook, for nbgrader's release_feedback)."""
 
 from __future__ import annotations
@@ -6,7 +7,26 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-__all__ = ["add_feedback_command", "cmd_feedback", "export_to_lms"]
+__all__ = ["add_feedback_command", "add_lms_options", "cmd_feedback", "export_to_lms"]
+
+
+def add_lms_options(grd) -> None:
+    """``course grade``'s options for Canvas's and Moodle's files (lms_zip.py, roster.py)."""
+    from autograder.store.roster import COLUMNS
+
+    grd.add_argument("--roster", type=Path, default=None, metavar="CSV",
+                     help="the LMS's own export: Canvas's gradebook (Grades, Export) or "
+                     "Moodle's grading worksheet; each Canvas user id or Moodle participant id "
+                     "is graded as the student id of --roster-column (an id not in it gets a "
+                     "row saying so)")
+    grd.add_argument("--roster-column", default=None, metavar="COLUMN",
+                     help="the roster's column holding the student id: for Canvas "
+                     f"{' or '.join(repr(c) for c in COLUMNS['canvas'])}, for Moodle "
+                     f"{' or '.join(repr(c) for c in COLUMNS['moodle'])} (default: the first)")
+    grd.add_argument("--zip-time-zone", default=None, metavar="ZONE",
+                     help="the LMS server's time zone (e.g. Europe/Berlin), to read the DOS "
+                     "times of its download zip given as SUBMISSIONS when they carry no UTC "
+                     "time; Canvas's entries get no time either way (its zip holds none)")
 
 
 def export_to_lms(args, results, assignments: list[str]) -> int:

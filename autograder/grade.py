@@ -71,6 +71,9 @@ class Grading:
     security: object = None  # Dask's Security (None: the course's certificates, cluster_tls)
     budgets: bool = True
     keep_work: bool = False
+    roster: object = None  # the LMS's roster file (roster.py), read into a Roster by check()
+    roster_column: str | None = None
+    zip_time_zone: str | None = None  # how the DOS times of an LMS's zip are read (lms_zip.py)
 
     def run(self) -> list[GradeRow]:
         """collect -> prepare -> budgets -> each student -> record; rows sorted by student."""
@@ -85,7 +88,7 @@ class Grading:
         rows = self.record(resumed, self.grade_each(todo, ctx), total=len(subs))
         if self.gradebook is not None:  # the class into nbgrader's gradebook (gradebook.py)
             self.gradebook.record(exercise, rows, template=ctx.template, out_dir=self.out_dir,
-                                  submissions=Path(self.submissions))
+                                  submissions=Path(self.submissions), roster=self.roster)
         return rows
 
     def check(self) -> GradedExercise:
@@ -105,13 +108,32 @@ class Grading:
                 self.security = scheduler_security(self.scheduler)
             check_cluster(self.scheduler, self.security, isolate=self.isolate,
                           connect_timeout=self.connect_timeout)
+        self.open_lms_files()
         return exercise
+
+    def open_lms_files(self) -> None:
+        """The LMS's download zip unpacked into out_dir/work/_download (``lms_zip.py``), and
+        its roster read (``roster.py``); each raises a ValueError that says what to do."""
+        if Path(self.submissions).is_file():
+            from autograder.store.lms_zip import unpack_download
+
+            self.submissions = unpack_download(Path(self.submissions),
+                                               self.out_dir / "work" / "_download",
+                                               zone=self.zip_time_zone)
+        elif self.zip_time_zone is not None:
+            raise ValueError(f"--zip-time-zone reads the times of an LMS's download zip; "
+                             f"{self.submissions} is a folder, whose file times count as they "
+                             "are (unzip with TZ=<zone> unzip to read them in that zone)")
+        if self.roster is not None:
+            from autograder.store.roster import read_roster
+
+            self.roster = read_roster(Path(self.roster), self.roster_column)
 
     def collect(self, exercise: GradedExercise) -> tuple[list[Submission], list[GradeRow], Todo]:
         """Every submission; the rows of those already graded (same notebook hash, status
         graded: an error or a grader error is graded again); the others, to grade."""
         subs = collect(Path(self.submissions), self.assignment,
-                       self.out_dir / "work" / "_unpacked")
+                       self.out_dir / "work" / "_unpacked", roster=self.roster)
         done = {(r.student_id, r.sha256): r for r in read_results(self.out_dir)
                 if r.assignment == exercise.assignment and r.status == "graded"}
         resumed = [GradeRow(**{**asdict(done[sub.student_id, sub.sha256]), "resumed": True})
@@ -177,7 +199,9 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
           on_row: Callable[[GradeRow, int, int], None] | None = None,
           gradebook: Recorder | None = None,
           scheduler: str | None = None, connect_timeout: float = settings.CONNECT_SECONDS,
-          security=None, budgets: bool = True, keep_work: bool = False) -> list[GradeRow]:
+          security=None, budgets: bool = True, keep_work: bool = False,
+          roster: Path | None = None, roster_column: str | None = None,
+          zip_time_zone: str | None = None) -> list[GradeRow]:
     """Grade every submission of ``assignment`` in ``submissions``; rows sorted by student.
 
     ``timeout`` is the wall-clock limit in seconds for each sandboxed step of one student.
@@ -206,11 +230,18 @@ def grade(assignment: str, submissions: Path, out_dir: Path, *, root: Path | Non
     ``keep_work`` leaves all that each step wrote in out_dir/work/<student>/ (still within the
     per-student disk limit), to inspect a submission; by default only the files the grader
     reads stay there.
+
+    ``submissions`` may be the LMS's download zip itself (``lms_zip.py``; ``zip_time_zone``
+    names the zone its DOS times are read in). ``roster`` is the LMS's own export (Canvas's
+    gradebook, Moodle's grading worksheet, ``roster.py``): Canvas's and Moodle's ids become its
+    ``roster_column`` (default SIS User ID, or Email address). Both raise ValueError (a bad
+    zip, zone, roster or column) before anyone is graded.
     """
     return Grading(assignment, submissions, out_dir, root=root, workers=workers,
                    isolate=isolate, timeout=timeout, cell_timeout=cell_timeout, on_row=on_row,
                    gradebook=gradebook, scheduler=scheduler, connect_timeout=connect_timeout,
-                   security=security, budgets=budgets, keep_work=keep_work).run()
+                   security=security, budgets=budgets, keep_work=keep_work, roster=roster,
+                   roster_column=roster_column, zip_time_zone=zip_time_zone).run()
 
 
 def _check_options(timeout: float, cell_timeout: int | None, isolate: bool) -> None:

@@ -1,5 +1,6 @@
 """Submissions as Canvas and Moodle download them (issue 30): the student each file or folder
-belongs to, the latest resubmission, Canvas's late mark, and the time from the download."""
+belongs to, the latest resubmission, Canvas's late mark, and the time from the download (none
+for Canvas, whose zip holds only when it was made)."""
 
 from __future__ import annotations
 
@@ -66,17 +67,21 @@ def test_each_lms_naming_gives_its_student(tmp_path):
 
 
 def test_the_time_of_an_lms_entry_is_the_downloads(tmp_path):
+    """Moodle's: the notebook's file time (a timestamp.txt uploaded beside it is the student's);
+    Canvas's: none, since Canvas's zip holds only when it was made (lms_zip.py)."""
     subs = tmp_path / "subs"
     _canvas_and_moodle(subs)
+    moodle = subs / "Ann Lee_123456_assignsubmission_file_"
+    (moodle / "timestamp.txt").write_text("2020-01-01 00:00:00 UTC")  # uploaded by the student
 
     def at(seconds):
         return datetime.fromtimestamp(seconds, timezone.utc)
 
-    assert submission_time(subs, "340934") == at(1_790_000_000)
-    assert submission_time(subs, "334244") == at(1_790_000_200)  # the file graded
-    assert submission_time(subs, "777") == at(1_790_000_300)  # not the timestamp.txt inside
-    assert time_source(subs, "777") == "the zip's file time"
+    for canvas in ("340934", "334244", "777"):
+        assert submission_time(subs, canvas) is None
+        assert time_source(subs, canvas).startswith("no time: Canvas's download holds no")
     assert submission_time(subs, "123456") == at(1_790_000_400)
+    assert time_source(subs, "123456") == "the notebook's file time"
     assert submission_time(subs, "nobody") is None
 
 
@@ -91,6 +96,18 @@ def test_a_plain_name_is_not_taken_for_canvas_and_duplicates_stay_apart(tmp_path
                                                                        ("dave", True)]
     (row,) = collect(subs, ASSIGNMENT, tmp_path / "unpacked")
     assert row.notebook is None and "several entries" in row.reason
+
+
+def test_moodle_without_folders_and_canvas_names_beyond_ascii(tmp_path):
+    """Moodle's loose files ("Download submissions in folders" off) and Canvas's names, which
+    keep every word character of the sortable name (content_zipper.rb)."""
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "Cher_42_assignsubmission_file_01_metrics.ipynb").write_text(NB)
+    (subs / "müllerjörg_LATE_555_999_01_metrics.ipynb").write_text(NB)
+    found = {name: entry for name, entry in entries(subs)}
+    assert (found["42"].channel, found["555"].channel) == ("moodle", "canvas")
+    assert found["555"].note == "Canvas marks it late"
 
 
 @pytest.mark.slow

@@ -75,5 +75,9 @@ def test_moodle_gets_its_worksheet_back_with_grades_and_comments(tmp_path):
     assert rows[0] == MOODLE[0]
     assert rows[1][4] == "6.4" and rows[1][-1] == "late by 25.0 h: -1.6 points"
     assert rows[2] == MOODLE[2] and missing == []
+    # a student graded under the roster's Email address (course grade --roster) finds their row
+    out, missing = fill_moodle([_result("bo@uni.edu", 7.0)], "01_metrics", sheet,
+                               tmp_path / "by_email.csv")
+    assert _read(out)[2][4] == "7" and missing == []
     with pytest.raises(LmsFileError, match="Download grading worksheet"):
         fill_moodle([], "01_metrics", _write(tmp_path / "x.csv", [["Name"]]), tmp_path / "o.csv")

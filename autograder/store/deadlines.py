@@ -10,12 +10,21 @@ assignment's ``duedate``), the submission's time (``timestamp``) and the penalty
 Every export shows the penalty.
 
 A submission's time comes from the channel that delivered it, never from what the student
-handed in: a zip's or a loose notebook's own file time (what the LMS download or the copy gave
-it; a ``timestamp.txt`` inside a zip and the zip's entry times are the student's, and ignored),
-and for a folder nbgrader's ``timestamp.txt`` (what ``nbgrader collect`` copies from the
-exchange), else the notebook's file time. nbgrader's exchange writes ``timestamp.txt`` on the
-student's side (``nbgrader submit`` runs in the student's account, which can write any time
-there): :func:`time_source` says so, and ``course grade`` notes it in the gradebook's comment.
+handed in:
+
+- a plain zip's or loose notebook's own file time (what the copy gave it; a ``timestamp.txt``
+  inside a zip and the zip's entry times are the student's, and ignored);
+- a plain folder: nbgrader's ``timestamp.txt`` (what ``nbgrader collect`` copies from the
+  exchange), else the notebook's file time. nbgrader's exchange writes ``timestamp.txt`` on the
+  student's side (``nbgrader submit`` runs in the student's account, which can write any time
+  there): :func:`time_source` says so, and ``course grade`` notes it in the gradebook's comment;
+- a Moodle folder or file: the notebook's file time, as Moodle's zip gave it (a
+  ``timestamp.txt`` in the folder is one the student uploaded, and ignored);
+- a Canvas file: no time. Canvas's zip holds none (``lms_zip.py``: each entry's time is when
+  Canvas made the zip, which ``unzip`` copies onto the file); Canvas's ``LATE`` mark is in the
+  row, and the penalty is Canvas's to apply (or a person's, in formgrader);
+- the LMS's zip given to ``course grade`` as it is: the entry's time as ``lms_zip.py`` read it
+  (extended timestamp, else the DOS time in ``--zip-time-zone``), Canvas's entries excepted.
 """
 
 from __future__ import annotations
@@ -154,43 +163,41 @@ def _folder_stamp(folder: Path) -> datetime | None:
     return None
 
 
-def _from_folder(folder: Path) -> datetime | None:
-    stamp = _folder_stamp(folder)
-    if stamp is not None:
-        return stamp
-    notebooks = sorted(p for p in folder.rglob("*.ipynb") if not p.is_symlink())
-    return max((_file_time(p) for p in notebooks), default=None)
+CANVAS_NO_TIME = ("no time: Canvas's download holds no submission time (each file's time is "
+                  "when Canvas made the zip); Canvas's own LATE mark is in the row: apply the "
+                  "penalty in Canvas (its late policy) or in formgrader")
 
 
-def _entry(submissions: Path, student: str) -> tuple[str, Path] | None:
-    """The kind of ``student``'s entry ("folder", "zip" or "notebook") and its path."""
+def _when(submissions: Path, student: str, roster=None) -> tuple[datetime | None, str]:
+    """(when ``student`` handed in, where that time came from), as the module's text says."""
     from autograder.store.lms import entry_of
+    from autograder.store.lms_zip import download_times
 
-    entry = entry_of(submissions, student)
+    entry = entry_of(submissions, student, roster)
     if entry is None or entry.path.is_symlink():
-        return None
-    if entry.path.is_dir():
-        return "folder", entry.path
-    return ("zip" if entry.path.suffix.lower() == ".zip" else "notebook"), entry.path
+        return None, "no time: the entry is gone"
+    if entry.channel == "canvas":
+        return None, CANVAS_NO_TIME
+    unpacked = download_times(submissions).get(entry.path.name)
+    if unpacked is not None:  # the LMS's zip given as it is (lms_zip.py)
+        return unpacked
+    path = entry.path
+    if not path.is_dir():
+        kind = "zip" if path.suffix.lower() == ".zip" else "notebook"
+        return _file_time(path), f"the {kind}'s file time"
+    stamp = _folder_stamp(path) if entry.channel == "plain" else None  # Moodle's: the student's
+    if stamp is not None:
+        return stamp, ("nbgrader's timestamp.txt, which nbgrader submit writes in the student's "
+                       "own account (the exchange keeps no time of its own)")
+    notebooks = sorted(p for p in path.rglob("*.ipynb") if not p.is_symlink())
+    return max((_file_time(p) for p in notebooks), default=None), "the notebook's file time"
 
 
-def submission_time(submissions: Path, student: str) -> datetime | None:
+def submission_time(submissions: Path, student: str, roster=None) -> datetime | None:
     """When ``student`` handed in (UTC), as the channel recorded it (see the module's text)."""
-    entry = _entry(submissions, student)
-    if entry is None:
-        return None
-    kind, path = entry
-    return _from_folder(path) if kind == "folder" else _file_time(path)
+    return _when(submissions, student, roster)[0]
 
 
-def time_source(submissions: Path, student: str) -> str:
+def time_source(submissions: Path, student: str, roster=None) -> str:
     """Where :func:`submission_time` took the time from, in words for the instructor."""
-    entry = _entry(submissions, student)
-    if entry is None:
-        return "no time: the entry is gone"
-    kind, path = entry
-    if kind == "folder" and _folder_stamp(path) is not None:
-        return ("nbgrader's timestamp.txt, which nbgrader submit writes in the student's own "
-                "account (the exchange keeps no time of its own)")
-    return {"folder": "the notebook's file time", "zip": "the zip's file time",
-            "notebook": "the notebook's file time"}[kind]
+    return _when(submissions, student, roster)[1]

@@ -309,7 +309,7 @@ def _sanitised_copy(src: Path, dest: Path) -> None:
 _SECRET = "submission_secret.txt"
 
 
-def _exchange_files(dest: Path, when, submissions: Path, student: str) -> None:
+def _exchange_files(dest: Path, when, submissions: Path, student: str, roster=None) -> None:
     """Beside formgrader's copy, what nbgrader's feedback and ``release_feedback`` need: the
     submission's time as recorded (``timestamp.txt``) and, from nbgrader's exchange, the
     submission's secret (the student finds their page by it; 128 hex digits, nothing else)."""
@@ -319,7 +319,7 @@ def _exchange_files(dest: Path, when, submissions: Path, student: str) -> None:
 
     if when is not None:
         (dest / "timestamp.txt").write_text(f"{_naive_utc(when):%Y-%m-%d %H:%M:%S.%f} UTC")
-    entry = entry_of(submissions, student)
+    entry = entry_of(submissions, student, roster)
     secrets = [] if entry is None or not entry.path.is_dir() else [
         p for p in entry.path.rglob(_SECRET)
         if len(p.relative_to(entry.path).parts) <= 3 and p.is_file() and not p.is_symlink()]
@@ -348,8 +348,9 @@ class Recorder:
     say: Callable[[str], None] = print
 
     def record(self, exercise, rows, *, template: Path, out_dir: Path,
-               submissions: Path) -> list[str]:
-        """Record ``rows`` of ``exercise`` (graded this run or resumed); returns what it said."""
+               submissions: Path, roster=None) -> list[str]:
+        """Record ``rows`` of ``exercise`` (graded this run or resumed); returns what it said.
+        ``roster`` is the one ``collect`` mapped the students' ids with."""
         notes: list[str] = []
         assignment = exercise.assignment
         graded = [r for r in rows if r.status == "graded"]
@@ -360,7 +361,7 @@ class Recorder:
                              self.policies.get(assignment))
             for row in graded:
                 notes += self._record_row(gb, exercise, row, Path(out_dir),
-                                          Path(submissions))
+                                          Path(submissions), roster)
             pending = [g.cell.cell_type for s in gb.assignment_submissions(assignment)
                        for nb in s.notebooks for g in nb.grades if g.needs_manual_grade]
         if skipped:
@@ -374,7 +375,8 @@ class Recorder:
             self.say(note)
         return notes
 
-    def _record_row(self, gb, exercise, row, out_dir: Path, submissions: Path) -> list[str]:
+    def _record_row(self, gb, exercise, row, out_dir: Path, submissions: Path,
+                    roster=None) -> list[str]:
         assignment, student = exercise.assignment, row.student_id
         nb_name = Path(exercise.notebook_name).stem
         snb = _submitted_notebook(gb, assignment, nb_name, student)
@@ -383,12 +385,13 @@ class Recorder:
         changed = _previous_sha(solution_comment) != row.sha256[:16]
         own = _verified(out_dir / "work" / student / exercise.notebook_name, row.sha256)
         notes = self._record_grades(gb, snb, row, own, changed)
-        when = submission_time(submissions, student)
+        when, source = submission_time(submissions, student, roster), time_source(
+            submissions, student, roster)
         if solution_comment is not None:
             solution_comment.auto_comment = _comment_text(
                 row, row.cells, diagnosis_lines(exercise, row)) + (
-                "" if when is None else f"\nhanded in {when:%Y-%m-%d %H:%M:%S} UTC, from "
-                                        f"{time_source(submissions, student)}.")
+                f"\n{source}." if when is None else
+                f"\nhanded in {when:%Y-%m-%d %H:%M:%S} UTC, from {source}.")
         if changed:  # a person's flag on the same notebook stands
             snb.flagged = bool(row.flagged)
         if when is not None:
@@ -400,7 +403,7 @@ class Recorder:
         if source.is_file() or own is not None:
             dest = self.course_dir / "autograded" / student / assignment
             _sanitised_copy(source if source.is_file() else own, dest / exercise.notebook_name)
-            _exchange_files(dest, when, submissions, student)
+            _exchange_files(dest, when, submissions, student, roster)
         return notes
 
     def _record_grades(self, gb, snb, row, own: Path | None, changed: bool) -> list[str]:

@@ -10,17 +10,26 @@ Three namings are recognised, entry by entry in the folder (one folder may mix t
   become one entry: the latest notebook (or zip) is graded, and the row says which.
   (The naming as Canvas writes it, shown e.g. in
   https://github.com/mikewesthad/canvas-unzipper's README.)
+  Canvas makes the name in ``ContentZipper#get_filename`` and ``#add_upload_submission``
+  (canvas-lms lib/content_zipper.rb): the sortable name lowercased with everything but word
+  characters removed (so letters beyond ASCII stay), ``LATE`` when ``submission.late?``, the
+  user id, the attachment id and the file's display name.
 - **Moodle** ("Download all submissions"): folders
-  ``<Full Name>_<participant id>_assignsubmission_file_/``; the student is the participant id
-  (Moodle's grading worksheet names it "Participant <id>"). The folder name is made by
-  ``assign::download_submissions`` in Moodle's mod/assign/locallib.php (full name, participant
-  id, then the submission plugin's ``assignsubmission_file``), with "Download submissions in
-  folders" on.
+  ``<Full Name>_<participant id>_assignsubmission_file[_]/``, or with "Download submissions in
+  folders" off, loose files ``<Full Name>_<participant id>_assignsubmission_file_<original>``;
+  the student is the participant id (Moodle's grading worksheet names it "Participant <id>").
+  The names are made by ``assign::download_submissions`` in Moodle's mod/assign/locallib.php
+  (``mod/assign/classes/downloader.php`` since 4.2): full name, participant id, then the
+  submission plugin's ``assignsubmission_file``.
 - **Plain** (a TA's folder, ``nbgrader collect``'s ``submitted/``): the entry's name is the
   student id: ``<student>/``, ``<student>.zip``, ``<student>.ipynb``.
 
 Names are data from the student and the LMS: they are matched against strict patterns and
 only the ids they yield are used; nothing in a name is a path.
+
+With a roster (``roster.Roster``, from the LMS's own export), each Canvas or Moodle entry's LMS
+id becomes the roster's student id; an id the roster lacks, or maps to an invalid student id,
+gives the entry a ``problem`` (its row says it), never another student's id.
 """
 
 from __future__ import annotations
@@ -29,12 +38,18 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Entry", "entries", "CANVAS_FILE", "MOODLE_FOLDER"]
+__all__ = ["Entry", "entries", "entry_of", "CANVAS_FILE", "MOODLE_FILE", "MOODLE_FOLDER",
+           "STUDENT_ID"]
 
-CANVAS_FILE = re.compile(r"(?P<name>[A-Za-z0-9]+)_(?P<late>late_)?(?P<user>\d{1,20})_"
+# nbgrader's and JupyterHub's usernames, such as carol@uni.edu or dan+tutor@uni.edu; nothing a
+# path, a CSV cell or a page could read as syntax (no space, slash, quote or leading sign)
+STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+CANVAS_FILE = re.compile(r"(?P<name>\w{1,200}?)_(?P<late>late_)?(?P<user>\d{1,20})_"
                          r"(?P<submission>\d{1,20})_(?P<original>.+?)(?:-(?P<copy>\d{1,4}))?"
                          r"\.(?P<ext>ipynb|zip)", re.I)
 MOODLE_FOLDER = re.compile(r"(?P<name>.+)_(?P<participant>\d{1,20})_assignsubmission_file_?")
+MOODLE_FILE = re.compile(r"(?P<name>.+)_(?P<participant>\d{1,20})_assignsubmission_file_"
+                         r"(?P<original>.+)\.(?P<ext>ipynb|zip)", re.I)
 _SKIP = {"__MACOSX", ".ipynb_checkpoints", "__pycache__"}
 
 
@@ -46,6 +61,8 @@ class Entry:
     path: Path
     note: str = ""
     channel: str = "plain"  # "canvas", "moodle" or "plain"
+    lms_id: str = ""  # Canvas's user id or Moodle's participant id, before any roster
+    problem: str = ""  # why the entry has no student id (the roster lacks its LMS id)
 
 
 def _canvas_entries(files: list[tuple[Path, re.Match]]) -> dict[str, Entry]:
@@ -68,13 +85,28 @@ def _canvas_entries(files: list[tuple[Path, re.Match]]) -> dict[str, Entry]:
         if len(notebooks) > 1:
             notes.append(f"the latest of {len(notebooks)} files graded: {match['original']}"
                          f"{'-' + match['copy'] if match['copy'] else ''}")
-        chosen[user] = Entry(user, path, "; ".join(notes), "canvas")
+        chosen[user] = Entry(user, path, "; ".join(notes), "canvas", lms_id=user)
     return chosen
 
 
-def entries(submissions: Path) -> list[tuple[str, Entry | None]]:
+def _mapped(entry: Entry, roster) -> Entry:
+    """The entry under the roster's student id, or with the problem that keeps it from one."""
+    if roster is None or entry.channel == "plain":
+        return entry
+    student, problem = roster.student_of(entry.channel, entry.lms_id)
+    if student is None:
+        entry.name, entry.problem = f"_{entry.channel}-{entry.lms_id}", problem
+    else:
+        entry.name = student
+        entry.note = "; ".join(n for n in (entry.note, roster.says(entry.channel, entry.lms_id,
+                                                                   student)) if n)
+    return entry
+
+
+def entries(submissions: Path, roster=None) -> list[tuple[str, Entry | None]]:
     """Every entry of the folder as (its raw name, the Entry), sorted by the id it gives; an
-    Entry of None is a duplicate of an earlier name (the caller says so in that row)."""
+    Entry of None is a duplicate of an earlier name (the caller says so in that row). With
+    ``roster`` (a ``roster.Roster``), Canvas's and Moodle's ids become the roster's."""
     canvas, found = [], []
     for path in sorted(Path(submissions).iterdir()):
         if path.name.startswith(".") or path.name in _SKIP:
@@ -82,16 +114,21 @@ def entries(submissions: Path) -> list[tuple[str, Entry | None]]:
         if path.is_dir() and not path.is_symlink():
             moodle = MOODLE_FOLDER.fullmatch(path.name)
             if moodle:
-                found.append(Entry(moodle["participant"], path, "", "moodle"))
+                found.append(Entry(moodle["participant"], path, "", "moodle",
+                                   lms_id=moodle["participant"]))
             else:
                 found.append(Entry(path.name, path))
         elif path.is_file() and path.suffix.lower() in (".zip", ".ipynb"):
-            match = CANVAS_FILE.fullmatch(path.name)
+            match, moodle = CANVAS_FILE.fullmatch(path.name), MOODLE_FILE.fullmatch(path.name)
             if match:
                 canvas.append((path, match))
+            elif moodle:
+                found.append(Entry(moodle["participant"], path, "", "moodle",
+                                   lms_id=moodle["participant"]))
             else:
                 found.append(Entry(path.stem, path))
     found += _canvas_entries(canvas).values()
+    found = [_mapped(entry, roster) for entry in found]
     out, seen = [], set()
     for entry in sorted(found, key=lambda e: (e.name, str(e.path))):
         out.append((entry.name, None if entry.name in seen else entry))
@@ -99,7 +136,7 @@ def entries(submissions: Path) -> list[tuple[str, Entry | None]]:
     return out
 
 
-def entry_of(submissions: Path, student: str) -> Entry | None:
+def entry_of(submissions: Path, student: str, roster=None) -> Entry | None:
     """``student``'s entry in the folder (None if none, or several)."""
-    mine = [e for name, e in entries(submissions) if name == student]
+    mine = [e for name, e in entries(submissions, roster) if name == student]
     return mine[0] if len(mine) == 1 and mine[0] is not None else None

@@ -12,9 +12,10 @@
 - **Moodle**: the assignment's grading worksheet (View all submissions → "Download grading
   worksheet", with "Offline grading worksheet" on): ``Identifier`` ("Participant <id>"), ``Full
   name``, ..., ``Grade``, ``Maximum Grade``, ..., ``Feedback comments``. :func:`fill_moodle`
-  fills ``Grade`` (and the comments with what was taken off) for each participant graded
-  (the student id of a graded Moodle download is the participant id); Moodle uploads the same
-  file back ("Upload grading worksheet").
+  fills ``Grade`` (and the comments with what was taken off) for each participant graded,
+  matched by the participant id (the student id of a graded Moodle download), else by ``Email
+  address`` or ``ID number`` (the student ids ``course grade --roster`` maps to); Moodle
+  uploads the same file back ("Upload grading worksheet").
 
 Every cell is written through ``course.spreadsheet`` (no text a spreadsheet would run as a
 formula: a student's name in the LMS is theirs), with mode 0600.
@@ -28,9 +29,10 @@ from pathlib import Path
 
 from course.spreadsheet import write_csv
 
-__all__ = ["LmsFileError", "fill_canvas", "fill_moodle"]
+__all__ = ["LmsFileError", "fill_canvas", "fill_moodle", "read_lms_csv"]
 
 _CANVAS_ID_COLUMNS = ("ID", "SIS User ID", "SIS Login ID")
+_MOODLE_ID_COLUMNS = ("Email address", "ID number")  # the student ids of roster.COLUMNS
 _ASSIGNMENT_COLUMN = re.compile(r"(?P<name>.+?)\s*\((?P<id>\d+)\)")
 _PARTICIPANT = re.compile(r"Participant (?P<id>\d+)")
 _MAX_BYTES = 50 * 2**20
@@ -40,7 +42,7 @@ class LmsFileError(ValueError):
     """The LMS's file is not the layout this module knows: says what was expected."""
 
 
-def _read(path: Path) -> list[list[str]]:
+def read_lms_csv(path: Path) -> list[list[str]]:
     path = Path(path)
     if not path.is_file() or path.stat().st_size > _MAX_BYTES:
         raise LmsFileError(f"{path}: not a file of at most {_MAX_BYTES // 2**20} MB")
@@ -58,7 +60,7 @@ def _write(path: Path, rows: list[list[str]]) -> Path:
 def fill_canvas(results, assignment: str, gradebook: Path, out: Path) -> tuple[Path, list[str]]:
     """Canvas's exported gradebook with ``assignment``'s column filled; (file, students of
     ``results`` not found in it)."""
-    rows = _read(gradebook)
+    rows = read_lms_csv(gradebook)
     header = rows[0]
     missing = [c for c in ("Student", *_CANVAS_ID_COLUMNS[:1]) if c not in header]
     if missing:
@@ -88,7 +90,7 @@ def fill_canvas(results, assignment: str, gradebook: Path, out: Path) -> tuple[P
 def fill_moodle(results, assignment: str, worksheet: Path, out: Path) -> tuple[Path, list[str]]:
     """Moodle's grading worksheet with Grade (and Feedback comments) filled; (file, students
     of ``results`` not found in it)."""
-    rows = _read(worksheet)
+    rows = read_lms_csv(worksheet)
     header = rows[0]
     missing = [c for c in ("Identifier", "Grade") if c not in header]
     if missing:
@@ -97,16 +99,21 @@ def fill_moodle(results, assignment: str, worksheet: Path, out: Path) -> tuple[P
                            "action, Download grading worksheet)")
     ident, grade = header.index("Identifier"), header.index("Grade")
     comments = header.index("Feedback comments") if "Feedback comments" in header else None
+    keys = [header.index(c) for c in _MOODLE_ID_COLUMNS if c in header]
     mine = {r.student: r for r in results if r.assignment == assignment}
     found = set()
     for row in rows[1:]:
         match = _PARTICIPANT.fullmatch(row[ident].strip()) if ident < len(row) else None
-        if match is None or match["id"] not in mine:
+        if match is None:
             continue
-        result = mine[match["id"]]
+        student = next((s for s in [match["id"]] + [row[k].strip() for k in keys
+                                                   if k < len(row)] if s in mine), None)
+        if student is None:
+            continue
+        result = mine[student]
         row += [""] * (len(header) - len(row))
         row[grade] = f"{result.score:g}"
         if comments is not None and result.notes():
             row[comments] = result.notes()
-        found.add(match["id"])
+        found.add(student)
     return _write(out, rows), sorted(set(mine) - found)

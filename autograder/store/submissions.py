@@ -23,17 +23,16 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from autograder.store.lms import entries
+from autograder.store.lms import STUDENT_ID, entries
 
-__all__ = ["Submission", "collect", "notebook_in_folder", "STUDENT_ID", "MAX_NOTEBOOK_BYTES"]
+__all__ = ["Submission", "collect", "member_parts", "notebook_in_folder", "safe_id", "STUDENT_ID",
+           "MAX_NOTEBOOK_BYTES"]
 
-# nbgrader's and JupyterHub's usernames, such as carol@uni.edu or dan+tutor@uni.edu; nothing a
-# path, a CSV cell or a page could read as syntax (no space, slash, quote or leading sign)
-STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 MAX_NOTEBOOK_BYTES = 20 * 2**20  # a chapter without outputs is ~100 kB; with outputs, a few MB
 MAX_ZIP_MEMBERS = 2000
 MAX_DEPTH = 4  # folders below an entry that are searched for the notebook
@@ -57,7 +56,7 @@ class Submission:
         return self.digest if self.notebook is not None else ""
 
 
-def _safe_id(name: str) -> str:
+def safe_id(name: str) -> str:
     """A printable stand-in for an invalid id, so the row still says whose entry it was.
 
     It starts with ``_``, which no valid id does, and ends with a hash of the whole name, so
@@ -83,6 +82,17 @@ def _choose(candidates: list[str], expected: str) -> tuple[str | None, str]:
 
 def _visible(parts: tuple[str, ...]) -> bool:
     return not any(p in _SKIP or p.startswith(".") for p in parts)
+
+
+def member_parts(info: zipfile.ZipInfo) -> tuple[str, ...] | None:
+    """A zip member's name as path parts, or None for a member never read: a folder, a link,
+    an absolute name, a drive letter, ``..``, a hidden or skipped part (names are data)."""
+    name = info.filename.replace("\\", "/")
+    parts = tuple(p for p in name.split("/") if p)
+    if (not parts or info.is_dir() or name.startswith("/") or ":" in parts[0] or ".." in parts
+            or not _visible(parts) or stat.S_ISLNK(info.external_attr >> 16)):
+        return None
+    return parts
 
 
 def _notebooks_in(folder: Path) -> dict[str, Path]:
@@ -128,11 +138,8 @@ def _from_zip(archive: Path, expected: str, dest: Path) -> tuple[Path | None, st
                 return None, f"zip has more than {MAX_ZIP_MEMBERS} files"
             by_name = {}
             for info in members:
-                name = info.filename.replace("\\", "/")
-                parts = tuple(p for p in name.split("/") if p)
-                if (not info.is_dir() and parts and parts[-1].endswith(".ipynb")
-                        and not name.startswith("/") and ":" not in parts[0]
-                        and _visible(parts) and ".." not in parts and len(parts) <= 4):
+                parts = member_parts(info)
+                if parts and parts[-1].endswith(".ipynb") and len(parts) <= MAX_DEPTH:
                     by_name["/".join(parts)] = info
             chosen, reason = _choose(list(by_name), expected)
             if chosen is None:
@@ -160,21 +167,27 @@ def _loose_notebook(path: Path) -> tuple[Path | None, str]:
     return path, ""
 
 
-def collect(submissions: Path, assignment: str, unpack_dir: Path) -> list[Submission]:
+def collect(submissions: Path, assignment: str, unpack_dir: Path,
+            roster=None) -> list[Submission]:
     """Every student's submission of ``assignment`` in ``submissions``, sorted by student id.
 
     The notebook looked for is ``<assignment>.ipynb``; when a student named theirs differently
     but handed in only one, that one is taken. Zip members are extracted to
-    ``unpack_dir/<student>/``.
+    ``unpack_dir/<student>/``. With ``roster`` (``roster.Roster``), Canvas's and Moodle's ids
+    become the roster's student ids; an entry the roster cannot place gets a row saying why.
     """
     submissions = Path(submissions)
     if not submissions.is_dir():
         raise FileNotFoundError(f"no submissions folder {submissions}")
     expected = f"{assignment}.ipynb"
     found: dict[str, Submission] = {}
-    for name, entry in entries(submissions):
+    for name, entry in entries(submissions, roster):
+        if entry is not None and entry.problem:  # its name is "_<lms>-<lms id>" (lms.py)
+            sid = safe_id(name[1:])
+            found[sid] = Submission(sid, None, entry.problem)
+            continue
         if not STUDENT_ID.fullmatch(name):
-            sid = _safe_id(name)
+            sid = safe_id(name)
             found[sid] = Submission(sid, None, f"invalid student id {name[:80]!r}")
             continue
         if entry is None or name in found:
