@@ -14,12 +14,15 @@ from datetime import datetime, timezone
 import pytest
 
 from autograder.isolation.sandbox import isolation_available
+from autograder.store import lms
 from autograder.store.deadlines import submission_time, time_source
-from autograder.store.lms import CANVAS_FILE, entries
+from autograder.store.lms import CANVAS_FILE, entries, entry_of
 from autograder.store.results import read_results
 from autograder.store.samples import write_samples
 from autograder.store.submissions import collect
 from course.notebooks import find_root
+
+real_entries = entries
 
 ROOT = find_root()
 
@@ -97,6 +100,25 @@ def test_a_plain_name_is_not_taken_for_canvas_and_duplicates_stay_apart(tmp_path
     (row,) = collect(subs, ASSIGNMENT, tmp_path / "unpacked")
     assert row.notebook is None and "several entries" in row.reason
 
+
+def test_entry_of_lists_a_settled_folder_once_and_sees_every_change(tmp_path, monkeypatch):
+    """One listing serves a whole class (recording asks for every student); an entry added,
+    renamed or removed afterwards is seen, even within the file system's clock tick."""
+    subs = tmp_path / "subs"
+    for student in ("alice", "bob"):
+        (subs / student).mkdir(parents=True)
+    old = datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp()
+    os.utime(subs, (old, old))
+    listed = []
+    monkeypatch.setattr(lms, "entries", lambda *a: listed.append(a) or real_entries(*a))
+    assert entry_of(subs, "alice").path == subs / "alice" and entry_of(subs, "bob") is not None
+    assert entry_of(subs, "carol") is None and len(listed) == 1
+    (subs / "carol.ipynb").write_text(NB)  # the folder's time is now: listed again each time
+    assert entry_of(subs, "carol").path == subs / "carol.ipynb"
+    (subs / "bob").rename(subs / "bob.old")
+    assert entry_of(subs, "bob") is None and entry_of(subs, "bob.old") is not None
+    (subs / "alice.ipynb").write_text(NB)  # two entries: none is alice's
+    assert entry_of(subs, "alice") is None and len(listed) == 5
 
 def test_moodle_without_folders_and_canvas_names_beyond_ascii(tmp_path):
     """Moodle's loose files ("Download submissions in folders" off) and Canvas's names, which

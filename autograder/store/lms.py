@@ -35,6 +35,7 @@ gives the entry a ``problem`` (its row says it), never another student's id.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,6 +138,29 @@ def entries(submissions: Path, roster=None) -> list[tuple[str, Entry | None]]:
 
 
 def entry_of(submissions: Path, student: str, roster=None) -> Entry | None:
-    """``student``'s entry in the folder (None if none, or several)."""
-    mine = [e for name, e in entries(submissions, roster) if name == student]
-    return mine[0] if len(mine) == 1 and mine[0] is not None else None
+    """``student``'s entry in the folder (None if none, or several).
+
+    Recording a class asks this of every student: the folder is listed once per state of it
+    (its inode and modification time, which any added, removed or renamed entry changes), not
+    once per student. As git does for its index, a folder changed in the last seconds is listed
+    again each time (a change within the file system's clock tick keeps the same time)."""
+    return _index(Path(submissions), roster).get(student)
+
+
+_LAST: list = [None]  # (folder, inode, mtime), roster, {student: Entry or None}: the last listing
+_SETTLED_SECONDS = 2.0
+
+
+def _index(folder: Path, roster) -> dict[str, Entry | None]:
+    stat = folder.stat()
+    key = (str(folder.resolve()), stat.st_ino, stat.st_mtime_ns)
+    last = _LAST[0]
+    if last is not None and last[0] == key and last[1] is roster:
+        return last[2]
+    by_name: dict[str, list] = {}
+    for name, entry in entries(folder, roster):
+        by_name.setdefault(name, []).append(entry)
+    index = {name: (found[0] if len(found) == 1 else None) for name, found in by_name.items()}
+    if time.time() - stat.st_mtime > _SETTLED_SECONDS:
+        _LAST[0] = (key, roster, index)
+    return index
