@@ -26,6 +26,7 @@ loads this one.
 """
 
 import os
+from pathlib import Path
 
 c = get_config()  # noqa: F821 (injected by traitlets when it loads this file)
 
@@ -43,3 +44,10 @@ c.Spawner.default_url = "/lab"
 # A student's JupyterLab takes a while to start on a machine busy grading.
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 120
+
+# What the environment's nbgrader enables for everyone, less the instructor's parts: students
+# keep the Assignments tab and Validate; formgrader, the course list and the Create Assignment
+# sidebar are turned off (nbgrader's docs, "Installation": disable them for students). A
+# folder on JUPYTER_CONFIG_PATH outranks the environment's own etc/jupyter.
+c.Spawner.environment = {"JUPYTER_CONFIG_PATH": str(Path(__file__).resolve().parent
+                                                    / "hub_students")}

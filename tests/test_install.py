@@ -29,6 +29,7 @@ ASSIGNMENT = "01_metrics"
 STUDENTS = {"solution", "untouched", "f-arithmetic-mean", "f-no-zero-division"}
 PACKAGE_DATA = ["autograder/nbgrader_config.py", "autograder/deadlines.yaml",
                 "autograder/book.yaml", "autograder/jupyterhub_config.py",
+                "autograder/hub_students/labconfig/page_config.json",
                 "autograder/samples/README.md", "autograder/samples/01_metrics/f_all_zeros.py"]
 _NO_CACHE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
 

@@ -16,6 +16,7 @@ the login the test passes is the one students meet; the test only sets the passw
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import secrets
@@ -58,7 +59,8 @@ def _test_config(hub_dir: Path, student: str, students_config: Path) -> Path:
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin",
            "JUPYTER_PATH": str(VENV / "share" / "jupyter"),  # nbgrader's labextension
            "JUPYTERLAB_DIR": str(VENV / "share" / "jupyter" / "lab"),
-           # the students' nbgrader_config.py (the exchange), then nbgrader's server extensions;
+           # after the shipped file's own (the instructor's extensions off), the students'
+           # nbgrader_config.py (the exchange), then nbgrader's server extensions;
            # JUPYTER_DATA_DIR stays the student's own (runtime files, nbgrader's cache)
            "JUPYTER_CONFIG_PATH": os.pathsep.join([str(students_config),
                                                    str(VENV / "etc" / "jupyter")])}
@@ -66,12 +68,16 @@ def _test_config(hub_dir: Path, student: str, students_config: Path) -> Path:
         env["PYTHONPATH"] = pythonpath
     config = hub_dir / "test_jupyterhub_config.py"
     config.write_text(
+        "import os\n"
         "c = get_config()  # noqa: F821\n"
         f"load_subconfig({str(ROOT / 'autograder' / 'jupyterhub_config.py')!r})  # noqa: F821\n"
         f"c.JupyterHub.hub_bind_url = 'http://127.0.0.1:{_free_port()}'\n"
         f"c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{_free_port()}'\n"
         f"c.Spawner.cmd = [{python!r}, '-m', 'jupyterhub.singleuser']\n"
-        f"c.Spawner.environment = {env!r}\n", encoding="utf-8")
+        f"env = {env!r}\n"
+        "env['JUPYTER_CONFIG_PATH'] = os.pathsep.join(\n"
+        "    [c.Spawner.environment['JUPYTER_CONFIG_PATH'], env['JUPYTER_CONFIG_PATH']])\n"
+        "c.Spawner.environment = env\n", encoding="utf-8")
     return config
 
 
@@ -228,6 +234,7 @@ def test_a_student_fetches_submits_and_reads_their_feedback_in_jupyterhub(hub, p
         env={"COURSE_EXCHANGE": str(exchange)})
     tab = page.page
     _log_in(tab, server, student, password)
+    _no_instructor_parts(tab, server, student)
     _assignments_tab(tab)
     _rows(tab, "released").locator(".item_status button").click()  # Fetch
     _rows(tab, "fetched").wait_for(timeout=UI_MS)
@@ -256,3 +263,14 @@ def test_a_student_fetches_submits_and_reads_their_feedback_in_jupyterhub(hub, p
     assert f"Final score: {score:g} / {max_score:g}" in text
     assert f"late penalty {penalty:g} point(s) taken off" in text
     assert "explain_f_score: 2 / 2" in text  # the points given by hand
+
+
+def _no_instructor_parts(tab, hub: Hub, student: str) -> None:
+    """The shipped config turns formgrader, the course list and Create Assignment off for
+    students; the Assignments tab stays."""
+    config = json.loads(tab.locator("#jupyter-config-data").text_content())
+    off = set(config.get("disabledExtensions") or [])
+    assert {"@jupyter/nbgrader:formgrader", "@jupyter/nbgrader:create-assignment",
+            "@jupyter/nbgrader:course-list"} <= off, off
+    assert "@jupyter/nbgrader:assignment-list" not in off
+    assert tab.request.get(f"{hub.url}/user/{student}/formgrader").status == 404
